@@ -1,0 +1,20 @@
+"""Shared fixtures. Tests never touch the network; assets are built locally and cached."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Make every Hugging Face library refuse hub access, so a test that would download fails loudly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def labels():
+    from wgsy_lib.labels import load_labels
+
+    return load_labels()

@@ -1,0 +1,56 @@
+"""The `wgsy` command: thin wrappers over the library and papermill for the common runs.
+
+Each subcommand lives in the module that owns its logic and is registered here by name, so that
+`wgsy --help` starts fast (nothing heavy is imported until a subcommand runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import WgsyError
+from .log import setup_logging
+
+logger = logging.getLogger(__name__)
+
+# name -> (module, function that adds the subcommand's arguments, function that runs it, help)
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {}
+
+
+def register(name: str, module: str, help_text: str, *, add_arguments: str = "add_arguments",
+             run: str = "run") -> None:
+    SUBCOMMANDS[name] = (module, add_arguments, run, help_text)
+
+
+register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wgsy", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=None, help="logging level (default: WGSY_LOG_LEVEL or INFO)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, add_arguments, _run, help_text) in SUBCOMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        getattr(importlib.import_module(module), add_arguments)(subparser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    module, _add, run, _help = SUBCOMMANDS[args.command]
+    try:
+        result = getattr(importlib.import_module(module), run)(args)
+    except WgsyError as error:
+        # A user's mistake: the message says what to do, so a traceback would only hide it.
+        print(f"wgsy {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
