@@ -26,6 +26,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+register("grid", "wgsy_lib.cli_grid", "run the 03_train LoRA grid: one papermill run per cell")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -424,4 +424,21 @@ def _log_summary(results: list[CellResult]) -> None:
 
 
 def results_as_dicts(results: list[CellResult]) -> list[dict[str, Any]]:
+    """Return the results as plain dicts (for JSON or a DataFrame)."""
     return [asdict(result) for result in results]
+
+
+def sibling_leaderboard(run_dir: str | Path) -> Any:
+    """Return a DataFrame of validation metrics for this run and the other runs in the same grid folder.
+
+    Used by 03_train's last step, so each executed notebook shows where its cell stands.
+    """
+    import pandas as pd
+
+    run_dir = resolve_path(run_dir)
+    siblings = sorted(path for path in run_dir.parent.iterdir() if (path / "run_card.json").is_file())
+    cells = [GridCell(path.name, {}, {}, path) for path in siblings]
+    rows = leaderboard_rows(cells)
+    for row in rows:
+        row.pop("run_dir", None)
+    return pd.DataFrame(rows)

@@ -614,3 +614,24 @@ def summarize_scores(scored: list[dict[str, Any]], classes: list[str]) -> dict[s
     return {"accuracy": sum(int(row["correct"]) for row in scored) / total if total else 0.0, "n": total,
             "classes": classes, "per_class": per_class, "labels_outside_classes": outside,
             "chance_accuracy": 1 / len(classes), "majority_accuracy": majority / total if total else 0.0}
+
+
+def curves_image(plan: RunPlan) -> Any:
+    """Return the saved loss curve as an image object that notebooks display, headless runs included."""
+    from IPython.display import Image
+
+    return Image(filename=str(plan.run_dir / "loss_curve.png"))
+
+
+def metrics_table(metrics: dict[str, Any]) -> Any:
+    """Return the validation metrics as a DataFrame: one row per class and an overall row with chance level."""
+    import pandas as pd
+
+    rows = [{"class": name, "examples": counts["n"], "correct": counts["correct"], "recall": counts["recall"],
+             "predicted as this class": counts["predicted"]} for name, counts in metrics["per_class"].items()]
+    rows.append({"class": "all (accuracy)", "examples": metrics["n"],
+                 "correct": round(metrics["accuracy"] * metrics["n"]), "recall": metrics["accuracy"],
+                 "predicted as this class": None})
+    rows.append({"class": f"chance ({len(metrics['classes'])} classes)", "examples": None, "correct": None,
+                 "recall": metrics["chance_accuracy"], "predicted as this class": None})
+    return pd.DataFrame(rows)
