@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from .answers import answer_prefix, scoring_classes
+from .answers import answer_prefix, render_answer, scoring_classes
 from .collate import AnswerOnlyCollator
 from .config import StageConfig
 from .errors import ConfigError, DataError, ModelError
@@ -440,7 +440,8 @@ def evaluate_validation(plan: RunPlan, model: Any, processor: Any) -> dict[str, 
     if plan.config.val_max_examples:
         rows = rows[:plan.config.val_max_examples]
     prefixes = [answer_prefix(plan.answer_format, name, plan.labels) for name in plan.classes]
-    scored = score_labels(model, processor, rows, classes=plan.classes, prefixes=prefixes)
+    answers = [render_answer(plan.answer_format, name, plan.labels) for name in plan.classes]
+    scored = score_labels(model, processor, rows, classes=plan.classes, prefixes=prefixes, answers=answers)
     metrics = summarize_scores(scored, plan.classes)
     metrics["split"] = "val"
     _write_jsonl(plan.run_dir / "val_predictions.jsonl", scored, "validation predictions")
@@ -523,13 +524,13 @@ def is_run_done(run_dir: str | Path) -> bool:
 # 04_evaluate uses) lands; validation metrics should then come from that one implementation.
 @torch.no_grad()
 def score_labels(model: Any, processor: Any, rows: list[dict[str, Any]], *, classes: list[str],
-                 prefixes: list[str]) -> list[dict[str, Any]]:
+                 prefixes: list[str], answers: list[str]) -> list[dict[str, Any]]:
     """Return, per row, the log-likelihood of each class's answer prefix after the prompt and image.
 
     One forward pass per example scores all classes: the prompt is repeated once per class with the
-    class's prefix appended. The prefix ids are tokenized on their own and appended to the prompt
-    ids; Gemma's tokenizer never merges across the newline that ends the model header, so this
-    matches how the answer was tokenized in training.
+    class's prefix tokens appended. `answers` are the full answers the prefixes start (as rendered
+    for training): the prefix tokens are cut from the full answer's tokenization, because a
+    tokenizer may merge the prefix's closing quote with the `}` that follows it in training.
     """
     from tqdm.auto import tqdm
 
@@ -537,7 +538,7 @@ def score_labels(model: Any, processor: Any, rows: list[dict[str, Any]], *, clas
     from .images import load_image
 
     tokenizer = processor.tokenizer
-    candidates = [tokenizer.encode(prefix, add_special_tokens=False) for prefix in prefixes]
+    candidates = [prefix_token_ids(tokenizer, prefix, answer) for prefix, answer in zip(prefixes, answers)]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -562,6 +563,17 @@ def score_labels(model: Any, processor: Any, rows: list[dict[str, Any]], *, clas
     if was_training:
         model.train()
     return scored
+
+
+def prefix_token_ids(tokenizer: Any, prefix: str, answer: str) -> list[int]:
+    """Return the tokens of `answer` that lie entirely within its first len(prefix) characters."""
+    if not answer.startswith(prefix):
+        raise ValueError(f"answer {answer!r} does not start with its scoring prefix {prefix!r}")
+    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [token for token, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]) if end <= len(prefix)]
+    if not ids:
+        raise ValueError(f"scoring prefix {prefix!r} covers no whole token of {answer!r}")
+    return ids
 
 
 def _candidate_batch(encoded: Any, candidates: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
