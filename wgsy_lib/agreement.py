@@ -10,7 +10,7 @@ Reference annotations come from a file (`reference` parameter) or from the manif
   phantom cohort writes its true values.
 
 A photo whose annotation is not `ok`, or whose reference value is empty, does not count for that
-feature; an annotator's `uncertain` counts as a disagreement and is also counted on its own.
+feature. An annotator's `uncertain` counts as a disagreement and is also counted on its own.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class AnnotateConfig(StageConfig):
     concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once (openai backend)")
     max_attempts: int = Field(5, ge=1, le=20, description="attempts per request on rate limits, 5xx and timeouts")
     request_timeout_s: float = Field(60.0, gt=0, description="seconds before one request times out")
-    max_retry_wait_s: float = Field(60.0, gt=0, description="longest wait between two attempts, in seconds")
+    max_retry_wait_s: float = Field(60.0, gt=0, description="maximum wait between two attempts, in seconds")
     max_answer_length: int = Field(1024, ge=16, description="output token limit of one answer")
     max_answer_length_cap: int = Field(4096, ge=16, description="token limit of the one retry of a truncated answer")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: most deterministic)")
@@ -146,7 +146,7 @@ class AnnotationItem:
 
 @dataclass
 class AnnotationPlan:
-    """What a run has to do: the photos without a final record, and how many are done already."""
+    """The work of one run: the photos without a final record, and how many are done already."""
 
     todo: list[AnnotationItem]
     done: int
@@ -201,10 +201,10 @@ def plan_annotation(config: AnnotateConfig) -> AnnotationPlan:
         items.setdefault(key, AnnotationItem(key, row.image, path, sha, row.label, row.subject_id))
 
     todo = [item for item in items.values() if item.key not in finished]
+    done = len(items) - len(todo)
     if config.limit:
         todo = todo[: config.limit]
-    plan = AnnotationPlan(todo=todo, done=len(items) - len([i for i in items.values() if i.key not in finished]),
-                          total=len(items), prompt_version=version, features=features, store=store)
+    plan = AnnotationPlan(todo=todo, done=done, total=len(items), prompt_version=version, features=features, store=store)
     logger.info("%d unique photos: %d already annotated, %d to annotate with %s %s (prompt %s, mode %s)",
                 plan.total, plan.done, len(todo), config.backend, config.model_id, version, config.mode)
     return plan

@@ -42,7 +42,7 @@ SCENARIOS = ("ok", "fenced", "two_blocks", "backticks", "invalid", "truncated", 
 
 @dataclass
 class MockSettings:
-    """How the mock server behaves; change the fields while it runs."""
+    """Behaviour of the mock server; tests may change the fields while it runs."""
 
     default: str = "ok"
     latency_s: float = 0.0

@@ -1,4 +1,4 @@
-"""What every annotation backend shares: the request, the reply, the image encoding, and the two
+"""Types shared by every annotation backend: the request, the reply, the image encoding, and the two
 kinds of failure (one photo failed, or the whole run must stop)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class AnnotationRequest:
 
 @dataclass
 class BackendReply:
-    """What a backend returned for one request, before validation."""
+    """A backend's reply to one request, before validation."""
 
     text: str | None
     finish_reason: str | None = None

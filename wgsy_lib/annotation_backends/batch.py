@@ -1,10 +1,10 @@
 """The OpenAI Batch API backend: for large jobs, at about half the price of real-time requests,
 with results within the 24-hour completion window.
 
-A job goes through five steps: write the requests into JSONL input files (split so that none
-exceeds the API's limits of 50,000 requests and 200 MB per file), upload each file and create a
-batch for it, poll the batches with growing intervals until they end, download the output and
-error files, and merge every result into the annotation store as an ordinary record.
+A job goes through five steps. The requests are written into JSONL input files, split so that none
+exceeds the API's limits of 50,000 requests and 200 MB per file. Each file is uploaded and gets a
+batch. The batches are polled with growing intervals until they end. Their output and error files
+are downloaded, and every result is merged into the annotation store as an ordinary record.
 
 The ids of submitted batches are kept in `batch_jobs.json` beside the store, so a run that is
 interrupted while waiting picks up the same batches instead of paying for them twice.
@@ -171,4 +171,7 @@ def _load_jobs(path: Path, items: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _save_jobs(path: Path, jobs: list[dict[str, Any]]) -> None:
-    path.write_text(json.dumps(jobs, indent=1) + "\n", encoding="utf-8")
+    # Written to a temporary file and renamed, so a kill mid-write never loses the submitted batch ids.
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(jobs, indent=1) + "\n", encoding="utf-8")
+    temporary.replace(path)
