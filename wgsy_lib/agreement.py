@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
 from .errors import DataError
@@ -77,6 +78,8 @@ def read_reference(path: str | Path, features: FeatureSchema) -> pd.DataFrame:
 def feature_agreement(table: pd.DataFrame, reference: pd.DataFrame, features: FeatureSchema) -> pd.DataFrame:
     """Return per-feature agreement and Cohen's kappa between `table` (annotations) and `reference`."""
     join = "image_sha256" if "image_sha256" in reference.columns else "image"
+    # A reference store may hold several records of one photo; the last one counts, as in the store.
+    reference = reference.drop_duplicates(subset=join, keep="last")
     merged = table[table["status"] == "ok"].merge(reference, on=join, how="inner", suffixes=("", "_reference"))
     rows = []
     for feature in features:
@@ -128,7 +131,8 @@ def _kappa(truth: pd.Series, annotated: pd.Series, labels: list[str]) -> float:
     if len(truth) < 2:
         return np.nan
     with warnings.catch_warnings():
-        # Kappa is undefined when both raters used a single value throughout; sklearn warns and
-        # returns nan, which is the honest answer here.
+        # Kappa is undefined when both raters used a single value throughout. sklearn then warns and
+        # returns nan, which is the right value to report.
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
         return float(cohen_kappa_score(truth, annotated, labels=labels))
