@@ -14,6 +14,14 @@ from wgsy_lib.paths import params_dir
 from wgsy_lib.runner import run_notebook
 
 
+@pytest.fixture(scope="module")
+def small_phantom():
+    """A small phantom cohort (two subjects per class), cached like every phantom cohort."""
+    from wgsy_lib.phantom import phantom_cohort_path
+
+    return phantom_cohort_path(subjects_per_class=2, photos_per_subject=2)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Make every internet socket connection fail, so a photo sent anywhere fails the test."""
@@ -27,16 +35,16 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-def _local_config(phantom_cohort, tiny_model_dir, tmp_path, **overrides):
-    values = dict(manifest=str(phantom_cohort.manifest), backend="local", model=str(tiny_model_dir),
+def _local_config(small_phantom, tiny_model_dir, tmp_path, **overrides):
+    values = dict(manifest=str(small_phantom.manifest), backend="local", model=str(tiny_model_dir),
                   output_dir=str(tmp_path / "out"), max_answer_length=16, local_batch_size=4, limit=6,
-                  max_error_fraction=0.0, reference=str(phantom_cohort.annotations))
+                  max_error_fraction=0.0, reference=str(small_phantom.annotations))
     values.update(overrides)
     return AnnotateConfig(**values)
 
 
-def test_local_backend_writes_records(phantom_cohort, tiny_model_dir, tmp_path, no_network):
-    config = _local_config(phantom_cohort, tiny_model_dir, tmp_path)
+def test_local_backend_writes_records(small_phantom, tiny_model_dir, tmp_path, no_network):
+    config = _local_config(small_phantom, tiny_model_dir, tmp_path)
     run = run_annotation(config)
     records = AnnotationStore(config.store_path).read()
     assert len(records) == 6
@@ -49,8 +57,8 @@ def test_local_backend_writes_records(phantom_cohort, tiny_model_dir, tmp_path, 
         assert record.usage["completion_tokens"] <= 16
 
 
-def test_local_backend_resumes(phantom_cohort, tiny_model_dir, tmp_path, no_network):
-    config = _local_config(phantom_cohort, tiny_model_dir, tmp_path, max_answer_length=4, limit=2)
+def test_local_backend_resumes(small_phantom, tiny_model_dir, tmp_path, no_network):
+    config = _local_config(small_phantom, tiny_model_dir, tmp_path, max_answer_length=4, limit=2)
     run_annotation(config)
     first = AnnotationStore(config.store_path).read()
     run_annotation(config)
@@ -59,10 +67,10 @@ def test_local_backend_resumes(phantom_cohort, tiny_model_dir, tmp_path, no_netw
     assert len(again) == len(first) + (len(first) - len(finished))
 
 
-def test_notebook_local_demo(phantom_cohort, tiny_model_dir, tmp_path):
+def test_notebook_local_demo(small_phantom, tiny_model_dir, tmp_path):
     parameters = yaml.safe_load((params_dir() / "demo" / "01_annotate.yaml").read_text(encoding="utf-8"))
-    parameters.update(manifest=str(phantom_cohort.manifest), model=str(tiny_model_dir),
-                      reference=str(phantom_cohort.annotations), output_dir=str(tmp_path / "out"),
+    parameters.update(manifest=str(small_phantom.manifest), model=str(tiny_model_dir),
+                      reference=str(small_phantom.annotations), output_dir=str(tmp_path / "out"),
                       store=str(tmp_path / "out" / "annotations.jsonl"), limit=8, max_answer_length=8)
     run = run_notebook("01_annotate", tmp_path / "executed.ipynb", parameters, timeout_s=600)
     assert run.ok, run.log_file.read_text()[-3000:]
