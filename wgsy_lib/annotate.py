@@ -378,10 +378,17 @@ def _annotate_local_batch(batch: list[AnnotationItem], backend: Any, config: Ann
     if not requests:
         return records
     replies = backend.annotate_batch([request for _item, request in requests])
+    notes: list[list[str]] = [[] for _ in requests]
+    retry = [index for index, ((_item, request), reply) in enumerate(zip(requests, replies))
+             if _retry_truncated(reply, request, config, notes[index])]
+    if retry:
+        again = backend.annotate_batch([requests[index][1] for index in retry])
+        for index, reply in zip(retry, again):
+            replies[index] = reply
     seconds = (time.monotonic() - started) / len(requests)
-    for (item, _request), reply in zip(requests, replies):
+    for (item, _request), reply, item_notes in zip(requests, replies, notes):
         record = record_from_reply(reply, _record_fields(item, config, plan), plan.features, usage=dict(reply.usage),
-                                   notes=[], seconds=seconds)
+                                   notes=item_notes, seconds=seconds)
         records.append(_append(plan.store, record))
     return records
 
