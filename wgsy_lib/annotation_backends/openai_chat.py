@@ -113,6 +113,10 @@ class OpenAIChatBackend:
                 wait = self._handle_status_error(error, body, attempt)
             except (openai.APITimeoutError, openai.APIConnectionError) as error:
                 wait = self._retry_or_fail(attempt, f"{type(error).__name__}: {error}")
+            except openai.OpenAIError as error:
+                # Anything else the client raises (an unreadable response body, for one) fails this
+                # photo only; the record keeps the reason.
+                raise RequestFailed(f"{type(error).__name__}: {_short(error)}", attempts=attempt) from None
             else:
                 reply = reply_from_completion(completion)
                 reply.attempts = attempt
