@@ -414,6 +414,22 @@ def test_validate_reports_every_problem_with_row(messy_cohort, labels):
     assert clean["image"].tolist() == ["a.jpg"]
 
 
+def test_validate_catches_jpeg_missing_its_tail(tmp_path, labels):
+    # Validation decodes at reduced scale for speed; a file cut near its end must still fail.
+    root = tmp_path / "p"
+    rows, columns = np.mgrid[0:800, 0:600]
+    pixels = np.stack([rows % 256, columns % 256, (rows + columns) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(pixels).save(root.mkdir() or root / "whole.jpg", quality=90)
+    data = (root / "whole.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[: int(len(data) * 0.9)])
+    frame = _manifest([{"image": "whole.jpg", "subject_id": "S1", "label": CONTROL},
+                       {"image": "cut.jpg", "subject_id": "S2", "label": CONTROL}])
+    clean, problems = validate_cohort(frame, root, labels)
+    assert clean["image"].tolist() == ["whole.jpg"]
+    assert problems["problem"].tolist() == ["unreadable_image"]
+    assert "cut.jpg is truncated or corrupt" in problems.iloc[0]["detail"]
+
+
 def test_validate_adds_sha256(messy_cohort, labels):
     frame, root = messy_cohort
     clean, _ = validate_cohort(frame, root, labels)
@@ -488,9 +504,15 @@ def test_import_and_validate_500_photos(tmp_path, labels):
     from wgsy_lib.images import file_sha256
 
     root = tmp_path / "big"
+    rows, columns = np.mgrid[0:1600, 0:1200]
     for index in range(500):
         folder = ["WS", "DS", "Goldenhar", "controls"][index % 4]
-        _photo(root / folder / f"S{index // 5:03d}" / f"{index}.jpg", index, size=(1200, 1600))
+        # A smooth picture compresses like a photo (random noise would be several times larger).
+        pixels = np.stack([(rows + index) % 256, (columns * 2) % 256, (rows + columns) % 256], axis=-1)
+        pixels[:16, :16] = (index % 256, 128 * (index // 256), 0)  # makes every file unique
+        path = root / folder / f"{folder}-S{index // 20:02d}" / f"{index}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8), mode="RGB").save(path, quality=90)
     start = time.perf_counter()
     for path in root.rglob("*.jpg"):
         file_sha256(path)
