@@ -178,7 +178,10 @@ def merge_manifests(parts: list[tuple[pd.DataFrame, str | Path]]) -> tuple[pd.Da
         if prefix != ".":
             moved["image"] = [f"{prefix}/{image}" for image in moved["image"]]
         frames.append(moved)
-    merged = pd.concat(frames, ignore_index=True).fillna("")
+    merged = pd.concat(frames, ignore_index=True)
+    for column in merged.columns:
+        if column != "age":  # the only numeric column; its gaps stay NaN (unknown age)
+            merged[column] = merged[column].astype(object).where(merged[column].notna(), "")
     logger.info("merged %d manifests (%d photos) under the common data root %s", len(parts), len(merged), common)
     return merged, common
 
