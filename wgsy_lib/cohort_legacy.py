@@ -7,7 +7,7 @@ Those files are a JSON list of records, each with `image` (absolute or relative 
     {"image": ..., "label": 1, "model_raw_text": "```json {...} ```"}   (or "model_raw_response")
     {"image": ..., "label": "Williams syndrome", "annotation": {"facial_features": {...}}}
 
-The earlier scripts told the model the diagnosis, so the kept annotations are stored with mode
+The earlier scripts put the diagnosis in the prompt, so the kept annotations are stored with mode
 `label_conditioned`: usable to augment training examples, never as input of a validation or test
 example.
 """
@@ -53,9 +53,9 @@ def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, 
                   annotations_out: str | Path | None = None, source: str = "legacy") -> ImportResult:
     """Build manifest rows from an earlier WGSY annotation file; keep its annotations in a store.
 
-    Image paths resolve against `data_root`. An absolute path outside it (the file was written on
-    another machine) is looked up under `data_root` by its trailing path components; a match is
-    reported as `path_remapped` and kept. Annotations are appended to `annotations_out` (an
+    Image paths resolve against `data_root`. An absolute path outside it usually comes from another
+    machine, so it is looked up under `data_root` by its trailing path components. A match is kept
+    and reported as `path_remapped`. Annotations are appended to `annotations_out` (an
     annotation store) when given, skipping keys the store already holds.
     """
     path = Path(path)
