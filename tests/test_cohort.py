@@ -525,3 +525,20 @@ def test_import_and_validate_500_photos(tmp_path, labels):
     assert len(clean) == 500
     print(f"\nimport+validate 500 photos (1200x1600 JPEG): {elapsed:.2f} s; hashing alone {baseline:.2f} s; "
           f"ratio {elapsed / baseline:.1f}")
+
+
+def test_validate_finds_phantom_planted_duplicates(tmp_path, labels):
+    from wgsy_lib.manifest import data_root_for, read_manifest
+    from wgsy_lib.phantom import make_phantom_cohort
+
+    cohort = make_phantom_cohort(tmp_path / "phantom", subjects_per_class=2, photos_per_subject=2, image_size=64,
+                                 duplicate_rate=0.5, workers=1)
+    frame = read_manifest(cohort.manifest)
+    clean, problems = validate_cohort(frame, data_root_for(cohort.manifest), labels)
+    exact = frame[frame["duplicate_kind"] == "exact"]
+    assert len(exact) > 0
+    excluded = set(problems.loc[problems["action"] == "excluded", "image"])
+    assert set(exact["image"]) == excluded
+    assert set(problems["problem"]) == {"duplicate_image"}
+    assert problems["detail"].str.contains("likely one person under two ids").all()
+    assert len(clean) == len(frame) - len(exact)
