@@ -224,6 +224,8 @@ def legacy_tree(tmp_path):
         {"image": "x/f.jpg", "label": "maybe syndromic"},
         {"image": "x/missing.jpg", "label": 0},
         {"label": 1},
+        {"image": "C:\\Users\\wgsy\\data\\x\\g.jpg", "label": "yes"},
+        {"image": "x\\g.jpg", "label": "no"},
     ]
     path = tmp_path / "train_ws_features.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
@@ -244,13 +246,16 @@ def test_legacy_labels_and_paths(legacy_tree, labels):
     assert frame.loc["x/f.jpg", "label"] == "Unknown"
     assert frame.loc["x/f.jpg", "label_raw"] == "maybe syndromic"
     assert frame.loc["ws/a.jpg", "subject_id"] == "legacy:ws/a.jpg"
+    # Windows paths: an absolute one found by its tail, a relative one with backslashes.
+    windows_rows = result.frame[result.frame["image"] == "x/g.jpg"]
+    assert windows_rows["label"].tolist() == [WILLIAMS, CONTROL]
 
 
 def test_legacy_problems(legacy_tree, labels):
     path, root = legacy_tree
     result = import_legacy(path, root, labels)
-    assert _problems(result, "path_remapped")["image"].tolist() == ["ds/e.jpg"]
-    assert _problems(result, "path_remapped")["action"].tolist() == ["kept"]
+    assert _problems(result, "path_remapped")["image"].tolist() == ["ds/e.jpg", "x/g.jpg"]
+    assert _problems(result, "path_remapped")["action"].tolist() == ["kept", "kept"]
     [outside] = _problems(result, "outside_data_root").to_dict("records")
     assert "record 6" in outside["detail"]
     assert "/old/machine/elsewhere/zzz.jpg" in outside["detail"]

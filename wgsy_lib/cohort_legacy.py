@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import pandas as pd
@@ -28,6 +28,7 @@ from .errors import DataError
 from .features import TYPICAL, UNCERTAIN, FeatureSchema, load_features
 from .images import file_sha256
 from .labels import LabelSet
+from .log import log_written
 from .manifest import MANIFEST_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ _UNCERTAIN_WORDS = frozenset({"uncertain", "unknown", "unclear", "n a", "na", "c
                               "indeterminate"})
 _NOT_VISIBLE_WORDS = frozenset({"not visible", "not shown", "hidden", "obscured"})
 _EXPLANATION_KEYS = ("explanation", "reasoning", "summary", "description")
+# Label texts the earlier scripts' binary coding used; anything else is read as a class name.
+_BINARY_TEXTS = frozenset({"0", "1", "yes", "no", "true", "false"})
 
 
 def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, features: FeatureSchema | None = None,
@@ -156,15 +159,21 @@ def _read_records(path: Path) -> list[Any]:
 
 
 def _resolve_image(image: str, root: Path) -> tuple[str | None, bool]:
-    candidate = Path(image).expanduser()
-    if not candidate.is_absolute():
-        return candidate.as_posix(), False
-    try:
-        return candidate.resolve().relative_to(root).as_posix(), False
-    except ValueError:
-        pass
+    windows = PureWindowsPath(image)
+    if "\\" in image or windows.drive:
+        # Written on Windows (C:\data\ws\a.jpg or ws\a.jpg): read it with Windows rules.
+        if not (windows.drive or windows.root):
+            return "/".join(windows.parts), False
+        parts = windows.parts[1:]
+    else:
+        candidate = Path(image).expanduser()
+        if not candidate.is_absolute():
+            return candidate.as_posix(), False
+        try:
+            return candidate.resolve().relative_to(root).as_posix(), False
+        except ValueError:
+            parts = candidate.parts[1:]
     # Written on another machine: the longest trailing part of the path that exists under the root.
-    parts = candidate.parts[1:]
     for start in range(len(parts)):
         tail = Path(*parts[start:])
         if (root / tail).is_file():
@@ -173,8 +182,10 @@ def _resolve_image(image: str, root: Path) -> tuple[str | None, bool]:
 
 
 def _record_label(value: Any, labels: LabelSet):
-    if isinstance(value, bool) or isinstance(value, (int, float)) or str(value).strip() in {"0", "1"}:
-        return labels.from_binary(int(value) if not isinstance(value, str) else value)
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return labels.from_binary(int(value))
+    if str(value).strip().lower() in _BINARY_TEXTS:
+        return labels.from_binary(value)
     return labels.normalize(value)
 
 
@@ -238,7 +249,7 @@ def _store_annotations(annotations: list[AnnotationRecord], path: Path) -> None:
         store.append(annotation)
         known.add(annotation.key)
         added += 1
-    logger.info("wrote legacy annotations: %s (%d added, %d already there)", path, added, len(annotations) - added)
+    log_written(path, f"legacy annotations ({added} added, {len(annotations) - added} already there)")
 
 
 def _fold(text: str) -> str:
