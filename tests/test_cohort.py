@@ -219,7 +219,7 @@ def legacy_tree(tmp_path):
         {"image": "hc/c.jpg", "label": 0, "model_raw_response": "I cannot describe this face."},
         {"image": "hc/d.jpg", "label": "healthy control",
          "annotation": {"facial_features": {"lip_fullness": "normal", "chin_size": "small or prominent"}}},
-        {"image": "/old/machine/project/data/ds/e.jpg", "label": "Down syndrome", "age": 4, "hospital": "A"},
+        {"image": "/old/machine/project/data/ds/e.jpg", "label": "Down syndrome", "age": 4, "sex": "F", "hospital": "A"},
         {"image": "/old/machine/elsewhere/zzz.jpg", "label": 0},
         {"image": "x/f.jpg", "label": "maybe syndromic"},
         {"image": "x/missing.jpg", "label": 0},
@@ -242,6 +242,7 @@ def test_legacy_labels_and_paths(legacy_tree, labels):
     assert frame.loc["hc/d.jpg", "label"] == CONTROL
     assert frame.loc["ds/e.jpg", "label"] == DOWN
     assert frame.loc["ds/e.jpg", "age"] == 4
+    assert frame.loc["ds/e.jpg", "sex"] == "female"
     assert frame.loc["ds/e.jpg", "hospital"] == "A"
     assert frame.loc["x/f.jpg", "label"] == "Unknown"
     assert frame.loc["x/f.jpg", "label_raw"] == "maybe syndromic"
@@ -547,3 +548,31 @@ def test_validate_finds_phantom_planted_duplicates(tmp_path, labels):
     assert set(problems["problem"]) == {"duplicate_image"}
     assert problems["detail"].str.contains("likely one person under two ids").all()
     assert len(clean) == len(frame) - len(exact)
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"image": "../outside.jpg"}, "invalid_path"),
+    ({"image": "/etc/hosts"}, "invalid_path"),
+    ({"subject_id": " "}, "invalid_value"),
+    ({"sex": "F"}, "invalid_value"),
+    ({"age": "seven"}, "invalid_value"),
+    ({"age": 150}, "invalid_value"),
+    ({"split": "training"}, "invalid_value"),
+])
+def test_validate_rejects_values_manifest_reader_would(tmp_path, labels, values, expected):
+    root = tmp_path / "p"
+    _photo(root / "a.jpg", 1)
+    frame = _manifest([{"image": "a.jpg", "subject_id": "S1", "label": CONTROL, **values}])
+    clean, problems = validate_cohort(frame, root, labels)
+    assert clean.empty
+    assert problems["problem"].tolist() == [expected]
+    assert problems["action"].tolist() == ["excluded"]
+
+
+def test_validate_clean_manifest_reads_back(clinic_tree, labels, tmp_path):
+    from wgsy_lib.manifest import read_manifest, write_manifest
+
+    result = import_folders(clinic_tree, labels)
+    clean, _ = validate_cohort(result.frame, result.data_root, labels)
+    path = write_manifest(clean, tmp_path / "m.csv", data_root=result.data_root)
+    assert len(read_manifest(path)) == len(clean)

@@ -48,6 +48,8 @@ _UNCERTAIN_WORDS = frozenset({"uncertain", "unknown", "unclear", "n a", "na", "c
                               "indeterminate"})
 _NOT_VISIBLE_WORDS = frozenset({"not visible", "not shown", "hidden", "obscured"})
 _EXPLANATION_KEYS = ("explanation", "reasoning", "summary", "description")
+_SEX_CODES = {"f": "female", "female": "female", "woman": "female", "girl": "female", "女": "female",
+              "m": "male", "male": "male", "man": "male", "boy": "male", "男": "male"}
 # Label texts the earlier scripts' binary coding used; anything else is read as a class name.
 _BINARY_TEXTS = frozenset({"0", "1", "yes", "no", "true", "false"})
 
@@ -199,6 +201,8 @@ def _manifest_row(record: dict[str, Any], relative: str, subject_id: str, label,
     for column in ("age", "sex", "ethnicity"):
         if column in record and record[column] not in (None, ""):
             row[column] = record[column]
+    # Unrecognised sex codes stay as they are, and validation reports them.
+    row["sex"] = _SEX_CODES.get(str(row["sex"]).strip().casefold(), row["sex"])
     return row
 
 
