@@ -21,6 +21,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .annotation_store import AnnotationRecord, AnnotationStore
 from .cohort_common import ImportResult, problem
@@ -73,7 +74,7 @@ def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, 
     rows: list[dict[str, Any]] = []
     annotations: list[AnnotationRecord] = []
 
-    for number, record in enumerate(records, start=1):
+    for number, record in enumerate(tqdm(records, desc="reading legacy records", unit="record", leave=False), start=1):
         where = f"{path.name} record {number}"
         if not isinstance(record, dict) or not str(record.get("image") or "").strip():
             result.problems.append(problem("bad_legacy_record", f"{where} has no 'image' path; expected an object with "
