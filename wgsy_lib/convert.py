@@ -128,7 +128,9 @@ class Conversion:
     total_rows: int
     rows: pd.DataFrame  # kept rows: manifest columns plus row, path, image_sha256, phash
     problems: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: DuplicateReport | None = None
+    duplicates: DuplicateReport | None = None  # positions refer to `rows` as they were before splitting
+    duplicate_pairs: pd.DataFrame | None = None  # one row per duplicate pair, with both rows' details
+    duplicate_summary: dict[str, Any] = field(default_factory=dict)
     matching: MatchResult | None = None
     folds: FoldAssignment | None = None
     examples: pd.DataFrame | None = None  # one row per written example: the JSONL fields
@@ -240,20 +242,28 @@ def find_cohort_duplicates(conversion: Conversion) -> Conversion:
     conversion.duplicates = find_duplicates(rows["path"], threshold=config.near_duplicate_threshold,
                                             near=config.near_duplicates, sha256=rows["image_sha256"].tolist(),
                                             phash=rows["phash"].tolist() if config.near_duplicates else None)
-    rows["duplicate_group"] = conversion.duplicates.group
-    for pair in conversion.duplicates.pairs:
-        first, second = rows.iloc[pair.first], rows.iloc[pair.second]
-        if first["label"] != second["label"]:
-            logger.warning("duplicate photos with different labels: rows %d (%s, %s) and %d (%s, %s); check the manifest",
-                           first["row"], first["image"], first["label"], second["row"], second["image"], second["label"])
+    report = conversion.duplicates
+    rows["duplicate_group"] = report.group
+    conversion.duplicate_pairs = duplicate_pairs_table(rows, report)
+    different = conversion.duplicate_pairs[conversion.duplicate_pairs["label_a"] != conversion.duplicate_pairs["label_b"]]
+    for _, pair in different.iterrows():
+        logger.warning("duplicate photos with different labels: rows %d (%s, %s) and %d (%s, %s); check the manifest",
+                       pair["row_a"], pair["image_a"], pair["label_a"], pair["row_b"], pair["image_b"], pair["label_b"])
+    joining = sum(1 for members in report.groups.values() if rows.iloc[members]["subject_id"].nunique() > 1)
+    conversion.duplicate_summary = {
+        "exact_pairs": sum(pair.kind == "exact" for pair in report.pairs),
+        "near_pairs": sum(pair.kind == "near" for pair in report.pairs),
+        "groups": len(report.groups), "groups_joining_subjects": joining,
+        "pairs_with_different_labels": len(different),
+        "near_threshold_bits": config.near_duplicate_threshold if config.near_duplicates else None,
+    }
     return conversion
 
 
-def duplicate_pairs_table(conversion: Conversion) -> pd.DataFrame:
-    """Return one row per duplicate pair, with both photos' rows, subjects and labels."""
-    rows = conversion.rows
+def duplicate_pairs_table(rows: pd.DataFrame, report: DuplicateReport) -> pd.DataFrame:
+    """Return one row per duplicate pair, with both photos' manifest rows, subjects and labels."""
     records = []
-    for pair in conversion.duplicates.pairs if conversion.duplicates else []:
+    for pair in report.pairs:
         first, second = rows.iloc[pair.first], rows.iloc[pair.second]
         records.append({"kind": pair.kind, "distance": pair.distance, "row_a": first["row"], "image_a": first["image"],
                         "subject_a": first["subject_id"], "label_a": first["label"], "row_b": second["row"],
@@ -513,7 +523,7 @@ def write_conversion(conversion: Conversion) -> list[Path]:
     card = build_conversion_card(conversion, examples)
     written += list(write_data_card(card, output))
     written.append(_write_csv(conversion.problem_table, output / "problems.csv", "rows with problems"))
-    written.append(_write_csv(duplicate_pairs_table(conversion), output / "duplicates.csv", "duplicate photo pairs"))
+    written.append(_write_csv(conversion.duplicate_pairs, output / "duplicates.csv", "duplicate photo pairs"))
     conversion.written = written
     return written
 
@@ -545,21 +555,13 @@ def _write_folds(conversion: Conversion, output: Path) -> list[Path]:
 def build_conversion_card(conversion: Conversion, examples: pd.DataFrame) -> dict[str, Any]:
     """Return the data card of `examples` with this conversion's duplicates, problems and parameters."""
     config = conversion.config
-    report = conversion.duplicates
     rows = conversion.rows
-    duplicates = {}
-    if report is not None:
-        spanning = sum(1 for members in report.groups.values() if rows.iloc[members]["subject_id"].nunique() > 1)
-        duplicates = {"exact_pairs": sum(pair.kind == "exact" for pair in report.pairs),
-                      "near_pairs": sum(pair.kind == "near" for pair in report.pairs),
-                      "groups": len(report.groups), "groups_joining_subjects": spanning,
-                      "near_threshold_bits": config.near_duplicate_threshold if config.near_duplicates else None}
     folds = None
     if conversion.folds is not None:
         folds = {"folds": conversion.folds.folds,
                  "photos_per_fold": [int((rows["fold"] == fold).sum()) for fold in range(conversion.folds.folds)]}
     return build_data_card(examples, class_order=conversion.labels.names, control_label=config.control_label,
-                           duplicates=duplicates, problems=conversion.problem_table,
+                           duplicates=conversion.duplicate_summary, problems=conversion.problem_table,
                            matching=conversion.matching.strata if conversion.matching else None,
                            parameters=config.to_dict(), folds=folds)
 

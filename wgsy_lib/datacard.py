@@ -109,7 +109,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     if card["warnings"]:
         lines += ["## Warnings", ""] + [f"- {warning}" for warning in card["warnings"]] + [""]
     for unit in ("photos", "subjects"):
-        lines += [f"## {unit.capitalize()} per split and class", "", _markdown_table(pd.DataFrame(card[unit]).T), ""]
+        lines += [f"## {unit.capitalize()} per split and class", "", _markdown_table(pd.DataFrame(card[unit]).T.rename_axis("split")), ""]
     lines += ["## Age, sex and source by class (per person)", ""]
     rows = []
     for label, summary in card["by_class"].items():
