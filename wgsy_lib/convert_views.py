@@ -62,7 +62,7 @@ def plot_split_distributions(conversion: Conversion) -> Figure:
     return figure
 
 
-def example_rows(conversion: Conversion, *, count: int, show_photos: bool = False) -> pd.DataFrame:
+def example_table(conversion: Conversion, *, count: int, show_photos: bool = False) -> pd.DataFrame:
     """Return the first `count` examples of each split (no photos); with `show_photos`, also display them."""
     examples = conversion.examples
     shown = pd.concat([examples[examples["split"] == split].head(count) for split in SPLIT_ORDER])
@@ -72,3 +72,11 @@ def example_rows(conversion: Conversion, *, count: int, show_photos: bool = Fals
         for _, row in shown.iterrows():
             display(fit_within(load_image(row["image"]).image, PREVIEW_SIDE))
     return shown[["split", "label", "subject_id", "feature_source", "instruction", "response"]].reset_index(drop=True)
+
+
+def data_card_markdown(conversion: Conversion):
+    """Return the written data card (data_card.md) for display in the notebook."""
+    from IPython.display import Markdown
+
+    card = next(path for path in conversion.written if path.name == "data_card.md" and path.parent.name[:5] != "fold_")
+    return Markdown(card.read_text(encoding="utf-8"))
