@@ -41,7 +41,8 @@ def test_writes_trl_conversational_records(annotated, tmp_path):
     assert list(record) == ["messages", "images", "image", "image_sha256", "label", "subject_id", "split",
                             "answer_format", "instruction", "response", "feature_source", "source", "age", "sex"]
     user, assistant = record["messages"]
-    assert user["role"] == "user" and user["content"][0] == {"type": "image"}
+    assert user["role"] == "user"
+    assert user["content"][0] == {"type": "image"}
     assert user["content"][1]["text"] == record["instruction"]
     assert assistant["content"][0]["text"] == record["response"]
     assert Path(record["image"]).is_absolute() and Path(record["image"]).is_file()

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 SKIPPED = "skipped"
 KEPT_WITHOUT_FEATURES = "kept without features"
 EXCLUDED_BY_MATCHING = "excluded by matching"
+# A duplicate group joining more people than this is more likely a too-loose threshold than real copies.
+LARGE_DUPLICATE_GROUP = 5
 PROBLEM_COLUMNS = ["row", "image", "subject_id", "label", "problem", "action", "detail"]
 
 
@@ -249,11 +251,17 @@ def find_cohort_duplicates(conversion: Conversion) -> Conversion:
     for _, pair in different.iterrows():
         logger.warning("duplicate photos with different labels: rows %d (%s, %s) and %d (%s, %s); check the manifest",
                        pair["row_a"], pair["image_a"], pair["label_a"], pair["row_b"], pair["image_b"], pair["label_b"])
-    joining = sum(1 for members in report.groups.values() if rows.iloc[members]["subject_id"].nunique() > 1)
+    subjects_per_group = [rows.iloc[members]["subject_id"].nunique() for members in report.groups.values()]
+    joining = sum(1 for count in subjects_per_group if count > 1)
+    largest = max(subjects_per_group, default=0)
+    if largest > LARGE_DUPLICATE_GROUP:
+        logger.warning("one duplicate group joins %d people; if they are different photos, lower "
+                       "near_duplicate_threshold (now %d) so the split is not forced to keep them together",
+                       largest, config.near_duplicate_threshold)
     conversion.duplicate_summary = {
         "exact_pairs": sum(pair.kind == "exact" for pair in report.pairs),
         "near_pairs": sum(pair.kind == "near" for pair in report.pairs),
-        "groups": len(report.groups), "groups_joining_subjects": joining,
+        "groups": len(report.groups), "groups_joining_subjects": joining, "largest_group_subjects": largest,
         "pairs_with_different_labels": len(different),
         "near_threshold_bits": config.near_duplicate_threshold if config.near_duplicates else None,
     }
