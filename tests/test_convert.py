@@ -299,3 +299,12 @@ def test_empty_split_is_error(cohort, tmp_path):
     conversion = convert(_config(cohort, tmp_path / "out", split_method="column"))
     assert set(conversion.examples["split"]) == {"train", "val"}
     assert not (tmp_path / "out" / "test.jsonl").exists()
+
+
+def test_cli_rejects_bad_parameter_file(tmp_path, capsys):
+    from wgsy_lib.cli import main
+
+    params = tmp_path / "convert.yaml"
+    params.write_text("manifest: m.csv\noutput_dir: out\nsplit_metod: kfold\n", encoding="utf-8")
+    assert main(["convert", str(params)]) == 2
+    assert "'split_metod' (did you mean 'split_method'?)" in capsys.readouterr().err

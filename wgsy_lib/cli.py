@@ -26,6 +26,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 
 
 def build_parser() -> argparse.ArgumentParser:
