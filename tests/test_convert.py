@@ -308,3 +308,13 @@ def test_cli_rejects_bad_parameter_file(tmp_path, capsys):
     params.write_text("manifest: m.csv\noutput_dir: out\nsplit_metod: kfold\n", encoding="utf-8")
     assert main(["convert", str(params)]) == 2
     assert "'split_metod' (did you mean 'split_method'?)" in capsys.readouterr().err
+
+
+def test_column_split_error_names_manifest_line(cohort, tmp_path):
+    frame = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    frame["split"] = "train"
+    frame.loc[0, "label"] = "Unknown"  # skipped, so positions and manifest lines differ by one more
+    frame.loc[5, "split"] = ""
+    frame.to_csv(cohort, index=False)
+    with pytest.raises(DataError, match=r"row 7: split '' is not one of"):
+        convert(_config(cohort, tmp_path / "out", split_method="column", unknown_label="skip"))

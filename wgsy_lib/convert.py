@@ -312,7 +312,7 @@ def assign_splits(conversion: Conversion) -> Conversion:
 
     if config.split_method == "column":
         rows["split"] = splits_from_column(rows["split"].tolist(), groups, rows["subject_id"].tolist(),
-                                           where=f"manifest {conversion.manifest_path}")
+                                           where=f"manifest {conversion.manifest_path}", row_numbers=rows["row"].tolist())
     elif config.split_method == "subject":
         fractions = {"train": config.train_fraction, "val": config.val_fraction, "test": config.test_fraction}
         rows["split"] = split_by_subject(labels, groups, fractions=fractions, seed=config.seed)

@@ -121,12 +121,16 @@ def split_by_subject(labels: Sequence[str], groups: Sequence[int], *, fractions:
 
 
 def splits_from_column(values: Sequence[str], groups: Sequence[int], subject_ids: Sequence[str], *,
-                       where: str = "manifest") -> list[str]:
-    """Check a user-given split column: every row set, and no group (person or duplicate set) divided."""
+                       where: str = "manifest", row_numbers: Sequence[int] | None = None) -> list[str]:
+    """Check a user-given split column: every row set, and no group (person or duplicate set) divided.
+
+    Messages name rows by `row_numbers` (the manifest's CSV line numbers), else by position + 2.
+    """
+    lines = list(row_numbers) if row_numbers is not None else [position + 2 for position in range(len(values))]
     result = []
     for position, value in enumerate(values):
         if value not in SPLITS:
-            raise DataError(f"{where}, row {position + 2}: split {value!r} is not one of {', '.join(SPLITS)}; with "
+            raise DataError(f"{where}, row {lines[position]}: split {value!r} is not one of {', '.join(SPLITS)}; with "
                             "split_method 'column' every row needs a split, or use split_method 'subject'")
         result.append(value)
     seen: dict[int, tuple[str, int]] = {}
@@ -134,7 +138,7 @@ def splits_from_column(values: Sequence[str], groups: Sequence[int], subject_ids
         if group in seen and seen[group][0] != split:
             other_split, other_position = seen[group]
             raise DataError(
-                f"{where}: rows {other_position + 2} ({subject_ids[other_position]}, {other_split}) and {position + 2} "
+                f"{where}: rows {lines[other_position]} ({subject_ids[other_position]}, {other_split}) and {lines[position]} "
                 f"({subject_ids[position]}, {split}) are the same person or duplicate photos but sit in different splits; "
                 "this leaks photos across splits. Put them in one split, or use split_method 'subject'."
             )
