@@ -14,14 +14,14 @@ from PIL import Image
 
 from convert_cohort import blocky_image
 from wgsy_lib.datacard import build_data_card, chi_square_p, render_markdown, standardised_mean_difference
-from wgsy_lib.duplicates import find_duplicates, hamming_pairs, phash_bits
+from wgsy_lib.duplicates import DEFAULT_NEAR_THRESHOLD, HASH_BITS, find_duplicates, hamming_pairs, phash_bits
 from wgsy_lib.errors import ConfigError
 from wgsy_lib.instructions import build_instruction, explanation_from_features
 from wgsy_lib.matching import match_controls
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 2**64 - 1), min_size=0, max_size=40), st.integers(0, 64))
+@given(st.lists(st.integers(0, 2**HASH_BITS - 1), min_size=0, max_size=40), st.integers(0, HASH_BITS))
 def test_hamming_pairs_match_brute_force(hashes, threshold):
     expected = [(i, j, bin(hashes[i] ^ hashes[j]).count("1"))
                 for i, j in itertools.combinations(range(len(hashes)), 2)
@@ -32,8 +32,8 @@ def test_hamming_pairs_match_brute_force(hashes, threshold):
 def test_hamming_pairs_span_blocks():
     rng = np.random.default_rng(0)
     hashes = [int(value) for value in rng.integers(0, 2**63, size=2500, dtype=np.int64)]
-    hashes[2400] = hashes[3] ^ 0b101  # two bits apart, in different row blocks
-    assert (3, 2400, 2) in hamming_pairs(hashes, 2)
+    hashes[2400] = hashes[3] ^ 0b101 ^ (1 << 63)  # three bits apart, in different row blocks
+    assert (3, 2400, 3) in hamming_pairs(hashes, 3)
 
 
 def test_resized_reencoded_copy_is_near_duplicate(tmp_path):
@@ -63,7 +63,7 @@ def test_unrelated_images_are_far_apart(tmp_path):
     for index in range(20):
         blocky_image(rng).save(tmp_path / f"{index}.png")
         hashes.append(phash_bits(tmp_path / f"{index}.png"))
-    assert hamming_pairs(hashes, 6) == []
+    assert hamming_pairs(hashes, DEFAULT_NEAR_THRESHOLD) == []
 
 
 def test_phash_sees_exif_rotation_upright(tmp_path):
@@ -76,7 +76,8 @@ def test_phash_sees_exif_rotation_upright(tmp_path):
     buffer = io.BytesIO()
     rotated.save(buffer, format="JPEG", quality=95, exif=exif)
     (tmp_path / "tagged.jpg").write_bytes(buffer.getvalue())
-    assert bin(phash_bits(tmp_path / "upright.png") ^ phash_bits(tmp_path / "tagged.jpg")).count("1") <= 6
+    distance = bin(phash_bits(tmp_path / "upright.png") ^ phash_bits(tmp_path / "tagged.jpg")).count("1")
+    assert distance <= DEFAULT_NEAR_THRESHOLD
 
 
 def test_negative_threshold_rejected():

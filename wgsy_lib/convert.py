@@ -33,7 +33,7 @@ from .annotation_store import AnnotationRecord, AnnotationStore
 from .answers import render_answer
 from .config import StageConfig
 from .datacard import build_data_card, write_data_card
-from .duplicates import DuplicateReport, find_duplicates, phash_bits
+from .duplicates import DuplicateReport, fingerprint, find_duplicates
 from .errors import ConfigError, DataError, ImageError
 from .features import FeatureSchema, load_features
 from .images import file_sha256
@@ -85,7 +85,9 @@ class ConvertConfig(StageConfig):
     folds: int = Field(5, ge=2, le=50, description="number of folds (split_method kfold)")
     seed: int = Field(42, ge=0, description="seed of the split and of control matching")
     near_duplicates: bool = Field(True, description="also find near-duplicate photos (perceptual hash), not only exact copies")
-    near_duplicate_threshold: int = Field(6, ge=0, le=32, description="max pHash Hamming distance (of 64 bits) for near duplicates")
+    near_duplicate_threshold: int = Field(10, ge=0, le=32, description="max pHash Hamming distance (of 64 bits) for near-duplicate candidates")
+    near_duplicate_min_correlation: float = Field(
+        0.98, ge=0, le=1, description="min correlation of 32x32 grayscale thumbnails that confirms a near duplicate")
     match_controls: bool = Field(False, description="sample controls to match the patients' age and sex")
     control_label: str = Field("healthy control", description="the control class (matching and the data card)")
     match_ratio: float = Field(1.0, gt=0, description="controls kept per patient in each sex x age-bin stratum")
@@ -128,7 +130,7 @@ class Conversion:
     manifest_path: Path
     data_root: Path
     total_rows: int
-    rows: pd.DataFrame  # kept rows: manifest columns plus row, path, image_sha256, phash
+    rows: pd.DataFrame  # kept rows: manifest columns plus row, path, image_sha256, fingerprint
     problems: list[dict[str, Any]] = field(default_factory=list)
     duplicates: DuplicateReport | None = None  # positions refer to `rows` as they were before splitting
     duplicate_pairs: pd.DataFrame | None = None  # one row per duplicate pair, with both rows' details
@@ -200,7 +202,7 @@ def _check_labels(conversion: Conversion, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_images(conversion: Conversion, frame: pd.DataFrame) -> pd.DataFrame:
-    paths, digests, hashes, keep = [], [], [], []
+    paths, digests, fingerprints, keep = [], [], [], []
     for _, row in tqdm(frame.iterrows(), total=len(frame), desc="checking photos", unit="photo"):
         path = (conversion.data_root / row["image"]).resolve()
         if not path.is_file():
@@ -210,7 +212,7 @@ def _check_images(conversion: Conversion, frame: pd.DataFrame) -> pd.DataFrame:
             keep.append(False)
             continue
         try:
-            phash = phash_bits(path)  # decodes the photo, so unreadable files are caught here too
+            photo_fingerprint = fingerprint(path)  # decodes the photo, so unreadable files are caught here
         except ImageError as error:
             _handle(conversion, row, "unreadable image", str(error), conversion.config.missing_image, "missing_image",
                     "replace or remove the photo")
@@ -219,9 +221,9 @@ def _check_images(conversion: Conversion, frame: pd.DataFrame) -> pd.DataFrame:
         keep.append(True)
         paths.append(str(path))
         digests.append(file_sha256(path))
-        hashes.append(phash)
+        fingerprints.append(photo_fingerprint)
     kept = frame[keep].copy()
-    kept["path"], kept["image_sha256"], kept["phash"] = paths, digests, hashes
+    kept["path"], kept["image_sha256"], kept["fingerprint"] = paths, digests, fingerprints
     return kept
 
 
@@ -242,8 +244,9 @@ def find_cohort_duplicates(conversion: Conversion) -> Conversion:
     rows = conversion.rows
     config = conversion.config
     conversion.duplicates = find_duplicates(rows["path"], threshold=config.near_duplicate_threshold,
+                                            min_correlation=config.near_duplicate_min_correlation,
                                             near=config.near_duplicates, sha256=rows["image_sha256"].tolist(),
-                                            phash=rows["phash"].tolist() if config.near_duplicates else None)
+                                            fingerprints=rows["fingerprint"].tolist())
     report = conversion.duplicates
     rows["duplicate_group"] = report.group
     conversion.duplicate_pairs = duplicate_pairs_table(rows, report)
@@ -264,6 +267,8 @@ def find_cohort_duplicates(conversion: Conversion) -> Conversion:
         "groups": len(report.groups), "groups_joining_subjects": joining, "largest_group_subjects": largest,
         "pairs_with_different_labels": len(different),
         "near_threshold_bits": config.near_duplicate_threshold if config.near_duplicates else None,
+        "near_min_correlation": config.near_duplicate_min_correlation if config.near_duplicates else None,
+        "candidates_rejected_by_correlation": report.rejected_candidates,
     }
     return conversion
 
@@ -273,10 +278,10 @@ def duplicate_pairs_table(rows: pd.DataFrame, report: DuplicateReport) -> pd.Dat
     records = []
     for pair in report.pairs:
         first, second = rows.iloc[pair.first], rows.iloc[pair.second]
-        records.append({"kind": pair.kind, "distance": pair.distance, "row_a": first["row"], "image_a": first["image"],
+        records.append({"kind": pair.kind, "distance": pair.distance, "correlation": pair.correlation, "row_a": first["row"], "image_a": first["image"],
                         "subject_a": first["subject_id"], "label_a": first["label"], "row_b": second["row"],
                         "image_b": second["image"], "subject_b": second["subject_id"], "label_b": second["label"]})
-    return pd.DataFrame(records, columns=["kind", "distance", "row_a", "image_a", "subject_a", "label_a", "row_b",
+    return pd.DataFrame(records, columns=["kind", "distance", "correlation", "row_a", "image_a", "subject_a", "label_a", "row_b",
                                           "image_b", "subject_b", "label_b"])
 
 
