@@ -99,6 +99,8 @@ def run_batch_job(config: Any, plan: Any, *, backend: Any = None) -> list[Annota
                 continue
             base = _record_fields(item, config, plan)
             outcome = results.get(key)
+            # NOTE: a truncated batch answer is stored as truncated without the doubled-limit retry of
+            # the real-time path; a rerun sends it again.
             if isinstance(outcome, BackendReply):
                 record = record_from_reply(outcome, base, plan.features, usage=dict(outcome.usage), notes=["via Batch API"],
                                            seconds=0.0)
