@@ -222,7 +222,7 @@ def legacy_tree(tmp_path):
         {"image": "/old/machine/project/data/ds/e.jpg", "label": "Down syndrome", "age": 4, "sex": "F", "hospital": "A"},
         {"image": "/old/machine/elsewhere/zzz.jpg", "label": 0},
         {"image": "x/f.jpg", "label": "maybe syndromic"},
-        {"image": "x/missing.jpg", "label": 0},
+        {"image": "x/missing.jpg", "label": 0, "parsed_annotation": {"forehead": "broad"}},
         {"label": 1},
         {"image": "C:\\Users\\wgsy\\data\\x\\g.jpg", "label": "yes"},
         {"image": "x\\g.jpg", "label": "no"},
@@ -307,6 +307,14 @@ def test_legacy_annotations_kept(legacy_tree, labels, tmp_path):
     assert nested.features["lip_fullness"] == "typical"
     assert nested.features["chin_size"] == "uncertain"
     assert nested.out_of_schema == ["chin_size=small or prominent"]
+
+
+def test_legacy_annotation_of_missing_image_counted(legacy_tree, labels, tmp_path, caplog):
+    path, root = legacy_tree
+    with caplog.at_level("WARNING", logger="wgsy_lib"):
+        import_legacy(path, root, labels, annotations_out=tmp_path / "a.jsonl")
+    assert "1 annotations in" in caplog.text
+    assert "not kept because their image is missing" in caplog.text
 
 
 def test_legacy_rerun_does_not_duplicate_annotations(legacy_tree, labels, tmp_path):
