@@ -12,18 +12,6 @@ from wgsy_lib.cli import main
 from wgsy_lib.manifest import read_manifest
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    # main() configures the wgsy_lib logger for a terminal (own handler, no propagation); undo that so
-    # later tests that capture logs still see them.
-    logger = logging.getLogger("wgsy_lib")
-    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
-    yield
-    logger.handlers[:] = handlers
-    logger.propagate = propagate
-    logger.setLevel(level)
-
-
 def _photo(path, seed):
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
