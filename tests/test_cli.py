@@ -1,7 +1,6 @@
 """The `wgsy import` and `wgsy validate` commands, run in-process on small trees."""
 
 import json
-import logging
 
 import numpy as np
 import pandas as pd
