@@ -225,3 +225,18 @@ def test_adapter_size_with_and_without_embeddings(tiny_model_dir, tmp_path, save
     assert saved_config["text_config"]["use_cache"] is True
     assert (adapter / "tokenizer.json").is_file()
     assert (adapter / "processor_config.json").is_file()
+
+
+def test_trainer_keeps_image_column(tiny_model_dir, tmp_path):
+    from wgsy_lib.training import build_trainer, load_model_for_training
+
+    config = TrainConfig.from_mapping({"model_name_or_path": str(tiny_model_dir), "data_dir": str(_data_dir(tmp_path)),
+                                       "output_dir": str(tmp_path / "run"), "max_steps": 1})
+    plan = prepare_run(config)
+    model, processor = load_model_for_training(plan)
+    trainer = build_trainer(plan, model, processor)
+    assert trainer.args.remove_unused_columns is False
+    assert trainer.args.max_length is None
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "pixel_values" in batch
+    assert (batch["labels"] != IGNORE_INDEX).any()

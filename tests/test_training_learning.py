@@ -1,4 +1,4 @@
-"""Learning tests: the tiny model, fine-tuned through the same calls 03_train makes, tells classes
+"""Learning tests: the tiny model, fine-tuned through the same calls 03_train makes, separates classes
 apart on subjects it never saw. Chance is 25% with four classes, so reaching 90% proves that images
 flow through training and evaluation."""
 

@@ -1,7 +1,7 @@
 """Helpers shared by the training and grid tests.
 
 `write_phantom_jsonl` writes the training JSONL (the 02_convert contract) for a phantom cohort,
-split by subject. It stands in for 02_convert in these tests until that stage's writer exists.
+split by subject. It replaces 02_convert in these tests, so they control the split and the answer format directly.
 """
 
 from __future__ import annotations

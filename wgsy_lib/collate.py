@@ -1,9 +1,9 @@
 """Turning training examples into model batches, with the loss on the answer only.
 
 TRL 1.16's `DataCollatorForVisionLanguageModeling` masks only padding for conversational vision
-data; its `assistant_only_loss` needs a chat template with `{% generation %}` markers, which
+data. Its `assistant_only_loss` needs a chat template with `{% generation %}` markers, which
 Gemma 3's template does not have, and its `completion_only_loss` needs prompt/completion data.
-`AnswerOnlyCollator` therefore builds the labels itself: every token up to and including the
+So `AnswerOnlyCollator` builds the labels itself: every token up to and including the
 assistant header (`<start_of_turn>model\\n`) is masked, so are padding and image tokens, and the
 answer is labelled through its `<end_of_turn>`, so the model learns to stop.
 
@@ -33,7 +33,7 @@ END_OF_TURN = "<end_of_turn>"
 class AnswerOnlyCollator:
     """Collate conversational vision examples ({"messages", "images"}) into a labelled batch.
 
-    `images` holds image paths (loaded here with `load_image`, so every stage sees the same upright
+    `images` contains image paths (loaded here with `load_image`, so every stage sees the same upright
     RGB pixels) or already loaded PIL images. Returns the processor's tensors (input_ids,
     attention_mask, token_type_ids, pixel_values) plus `labels`.
     """

@@ -9,8 +9,8 @@ A grid file (params/grid.yaml) has:
 
 Each cell gets a resolved parameter file (`03_train.params.yaml` in its run directory, the file
 `papermill -f` reads), its executed notebook, its log and `cell_status.json` with the exit status.
-A cell is done when it exited 0 and its adapter and metrics.json exist; done cells are skipped on
-a rerun, and an unfinished cell resumes from its last checkpoint. A failing cell never stops the others.
+A cell is done when it exited 0 and its adapter and metrics.json exist. Done cells are skipped on
+a rerun, and an unfinished cell resumes from its last checkpoint. A failing cell does not stop the others.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class GridCell:
 
 @dataclass
 class CellResult:
-    """How one cell ended: done, skipped (already done), failed or invalid."""
+    """The outcome of one cell: done, skipped (already done), failed or invalid."""
 
     name: str
     status: str
@@ -248,7 +248,7 @@ def _validate(cell: GridCell) -> str:
 
 
 def run_cell(cell: GridCell, env: Mapping[str, str] | None = None, timeout_s: float | None = None) -> CellResult:
-    """Run one cell through papermill and record its exit status; never raises for a failed run."""
+    """Run one cell through papermill and record its exit status; a failed run is returned, not raised."""
     from .runner import run_notebook
 
     logger.info("cell %s: starting (%s)", cell.name, ", ".join(f"{k}={v}" for k, v in cell.axis_values.items()))
@@ -431,7 +431,7 @@ def results_as_dicts(results: list[CellResult]) -> list[dict[str, Any]]:
 def sibling_leaderboard(run_dir: str | Path) -> Any:
     """Return a DataFrame of validation metrics for this run and the other runs in the same grid folder.
 
-    Used by 03_train's last step, so each executed notebook shows where its cell stands.
+    Used by 03_train's last step, so each executed notebook shows how its cell ranks.
     """
     import pandas as pd
 

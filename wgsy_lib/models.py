@@ -32,7 +32,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a base model comes from: a local folder, or a hub id read from the local cache or the hub."""
+    """The source of a base model: a local folder, or a hub id read from the local cache or the hub."""
 
     name: str
     local_dir: Path | None
@@ -142,7 +142,7 @@ def locate_model(name_or_path: str, *, trust_remote_code: bool = False) -> Model
 
     Raises ModelError naming the path when the folder or its config.json is missing. A hub id is
     accepted when the hub is reachable or the model is in the local cache; with HF_HUB_OFFLINE=1 and
-    no cached copy, the error says so.
+    no cached copy, the error names that cause.
     """
     if not name_or_path:
         raise ConfigError("model_name_or_path is empty; set it to a local model folder or a hub id such as "

@@ -1,6 +1,6 @@
 """The run card: one JSON file per training run that records what produced the adapter.
 
-It holds every parameter, the sha256 of each data file, the versions of the libraries that shape
+It records every parameter, the sha256 of each data file, the versions of the libraries that shape
 the result, the git commit (and whether the tree had uncommitted changes), the hardware, the wall
 time and the peak memory. A run card is written when training starts and rewritten when it ends,
 so a crashed run still leaves a record of what was attempted.

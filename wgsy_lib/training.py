@@ -519,7 +519,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]], what: str) -> None:
 
 
 def is_run_done(run_dir: str | Path) -> bool:
-    """Return True when the run directory holds a saved adapter and validation metrics."""
+    """Return True when the run directory contains a saved adapter and validation metrics."""
     run_dir = Path(run_dir)
     return (run_dir / "adapter" / ADAPTER_WEIGHTS).is_file() and (run_dir / METRICS_FILE).is_file()
 

@@ -1,5 +1,5 @@
-"""What a training run reports while it runs and leaves behind: log lines, TensorBoard events,
-loss curves, and the test-only crash hook that the resume test uses."""
+"""Training run reporting: log lines, TensorBoard events, loss curves, and the test-only crash
+hook that the resume test uses."""
 
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ class LoggingCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs or not state.is_local_process_zero:
             return
-        shown = {name: value for name, value in logs.items() if name != "total_flos"}
-        text = " ".join(f"{name}={_format(value)}" for name, value in shown.items())
+        text = " ".join(f"{name}={_format(value)}" for name, value in logs.items() if name != "total_flos")
         logger.info("step %d/%d: %s", state.global_step, state.max_steps, text)
 
 
