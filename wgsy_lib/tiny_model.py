@@ -86,6 +86,10 @@ class TinyModelSettings:
     # random projector let a few hundred steps of LoRA learn from the image (benchmarks/phantom_learnability.py).
     initializer_range: float = 0.1
     projector_std: float = 0.5
+    # The output head is tied to the embedding and LoRA leaves both frozen, so the embedding's scale
+    # caps how confident the model can become: at std 0.1 (64 dimensions, 1024 tokens) no token gets
+    # more than about a third of the probability, and LoRA training stalls near a loss of 1.
+    embedding_std: float = 0.5
 
     def key(self) -> str:
         # The tokenizer's merges are learnt from params/ text, so an edit there also makes a new model.
@@ -195,8 +199,10 @@ def _initialise(model, settings: TinyModelSettings) -> None:
     # model; a random projector lets image differences reach the logits from the first step.
     generator = torch.Generator().manual_seed(settings.seed + 1)
     projector = model.model.multi_modal_projector.mm_input_projection_weight
+    embedding = model.get_input_embeddings().weight
     with torch.no_grad():
         projector.copy_(torch.randn(projector.shape, generator=generator) * settings.projector_std)
+        embedding.copy_(torch.randn(embedding.shape, generator=generator) * settings.embedding_std)
 
 
 def _model_config(settings: TinyModelSettings, tokenizer):
