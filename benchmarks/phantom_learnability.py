@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--train-projector", action="store_true", help="also train the multi-modal projector fully")
+    parser.add_argument("--train-vision", action="store_true", help="train the vision tower fully (not LoRA)")
     parser.add_argument("--image-size", type=int, default=None, help="tiny model image size (default: its default)")
     parser.add_argument("--patch-size", type=int, default=None)
     parser.add_argument("--image-tokens", type=int, default=None)
@@ -160,8 +161,10 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 def add_adapters(model, args):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-                        modules_to_save=["multi_modal_projector"] if args.train_projector else None)
+    saved = (["multi_modal_projector"] if args.train_projector else []) + (["vision_tower"] if args.train_vision else [])
+    targets = r"model\.language_model.*\.(q|k|v|o|gate|up|down)_proj" if args.train_vision else "all-linear"
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                        modules_to_save=saved or None)
     return get_peft_model(model, config)
 
 

@@ -28,6 +28,8 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
          add_arguments="add_tiny_model_arguments", run="run_tiny_model")
+register("phantom", "wgsy_lib.cli_assets", "draw the synthetic phantom face cohort used by tests and the demo",
+         add_arguments="add_phantom_arguments", run="run_phantom")
 
 
 def build_parser() -> argparse.ArgumentParser:
