@@ -57,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=None)
     parser.add_argument("--image-tokens", type=int, default=None)
     parser.add_argument("--initializer-range", type=float, default=None)
+    parser.add_argument("--projector-std", type=float, default=None)
+    parser.add_argument("--embedding-std", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is fastest for a model this small, and on a busy machine by far")
@@ -78,7 +80,9 @@ def main() -> None:
                                  seed=args.seed, duplicate_rate=0.0, overwrite=True)
     overrides = {name: value for name, value in (("image_size", args.image_size), ("patch_size", args.patch_size),
                                                   ("image_tokens", args.image_tokens),
-                                                  ("initializer_range", args.initializer_range)) if value is not None}
+                                                  ("initializer_range", args.initializer_range),
+                                                  ("projector_std", args.projector_std),
+                                                  ("embedding_std", args.embedding_std)) if value is not None}
     model_dir = build_tiny_model(work / "model", overwrite=True, **overrides)
     model, processor = load_tiny_model(model_dir)
     prepared = time.monotonic()
