@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -38,3 +39,15 @@ def phantom_cohort():
     from wgsy_lib.phantom import phantom_cohort_path
 
     return phantom_cohort_path(subjects_per_class=3, photos_per_subject=2, duplicate_rate=0.1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_wgsy_logging():
+    # setup_logging() (called by the CLI and by notebooks run in-process) gives the wgsy_lib logger its
+    # own handler and turns propagation off; undo that so later tests that capture logs still see them.
+    logger = logging.getLogger("wgsy_lib")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)
