@@ -57,6 +57,11 @@ REFERENCE_PROMPT_VERSION = "reference"
 REFERENCE_CREATED = "2000-01-01T00:00:00+00:00"
 DUPLICATE_KINDS = ("exact", "resized", "reencoded")
 CHILD_SHARE = 0.5
+# Colours that presets with little nuisance (Expressivity.nuisance < 1) pull their colours towards.
+SKIN_MIDDLE = (215, 172, 140)
+HAIR_MIDDLE = (60, 42, 30)
+BACKGROUND_MIDDLE = (150, 160, 170)
+SHIRT_MIDDLE = (90, 110, 140)
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ def _draw_subject(job: _Job) -> list[dict]:
 
     rows = []
     for index in range(count):
-        shot = _make_shot(settings, np.random.default_rng([settings.seed, 2, job.number, index]), expressivity.pose)
+        shot = _make_shot(settings, np.random.default_rng([settings.seed, 2, job.number, index]), expressivity)
         data = encode_jpeg(draw_photo(face, shot), shot.quality)
         name = f"images/{job.subject_id}_{index + 1}.jpg"
         (Path(job.images_dir) / Path(name).name).write_bytes(data)
@@ -268,10 +273,12 @@ def _make_face(features: dict[str, tuple[str, float]], expressivity, job: _Job,
     child = rng.random() < CHILD_SHARE
     age = float(rng.integers(2, 13) if child else rng.integers(18, 61))
     sex = "female" if rng.random() < 0.5 else "male"
+    nuisance = expressivity.nuisance
     skin = tuple(int(np.clip(c + rng.normal(0, 6), 0, 255)) for c in SKIN_TONES[rng.integers(len(SKIN_TONES))])
-    hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS) - (0 if age > 45 else 1))]
+    skin = _towards(skin, SKIN_MIDDLE, nuisance)
+    hair = _towards(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS) - (0 if age > 45 else 1))], HAIR_MIDDLE, nuisance)
     iris = IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))]
-    long_hair = rng.random() < (0.7 if sex == "female" else 0.1)
+    long_hair = rng.random() < (0.7 if sex == "female" else 0.1) * nuisance
     ears_hidden = bool(long_hair and rng.random() < expressivity.hidden_ears)
     jitter = {"face": rng.uniform(-0.05, 0.05), "length": rng.uniform(-0.06, 0.06), "eyes": rng.uniform(-0.03, 0.03),
               "eye_size": rng.uniform(-0.08, 0.08)}
@@ -281,17 +288,30 @@ def _make_face(features: dict[str, tuple[str, float]], expressivity, job: _Job,
     return face, age, sex
 
 
-def _make_shot(settings: PhantomSettings, rng: np.random.Generator, pose: float) -> Shot:
+def _towards(colour: tuple[int, int, int], middle: tuple[int, int, int], nuisance: float) -> tuple[int, int, int]:
+    """Pull `colour` towards `middle`, keeping the share `nuisance` of its difference (1 = unchanged)."""
+    if nuisance >= 1.0:
+        return colour
+    return tuple(int(round(m + nuisance * (c - m))) for c, m in zip(colour, middle))
+
+
+def _make_shot(settings: PhantomSettings, rng: np.random.Generator, expressivity) -> Shot:
     def colour(low: int, high: int) -> tuple[int, int, int]:
         return tuple(int(value) for value in rng.integers(low, high, 3))
 
+    pose, nuisance = expressivity.pose, expressivity.nuisance
+    # Draw every random value in the same order whatever the preset, so presets share one stream.
     top = colour(60, 250)
     bottom = tuple(int(np.clip(c + rng.integers(-50, 50), 0, 255)) for c in top)
-    return Shot(size=settings.image_size, background=(top, bottom), light=float(rng.uniform(0, 0.22)),
-                brightness=float(rng.uniform(0.85, 1.1)), angle=pose * float(rng.uniform(-6, 6)),
-                scale=1 + pose * float(rng.uniform(-0.08, 0.06)),
-                shift=(pose * float(rng.uniform(-0.04, 0.04)), pose * float(rng.uniform(-0.03, 0.03))),
-                mouth_open=bool(rng.random() < 0.35), quality=int(rng.integers(70, 96)), shirt=colour(30, 220))
+    light, brightness = float(rng.uniform(0, 0.22)), float(rng.uniform(0.85, 1.1))
+    angle, scale = float(rng.uniform(-6, 6)), float(rng.uniform(-0.08, 0.06))
+    shift = (float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.03, 0.03)))
+    mouth_open, quality, shirt = bool(rng.random() < 0.35 * nuisance), int(rng.integers(70, 96)), colour(30, 220)
+    return Shot(size=settings.image_size,
+                background=(_towards(top, BACKGROUND_MIDDLE, nuisance), _towards(bottom, BACKGROUND_MIDDLE, nuisance)),
+                light=light * nuisance, brightness=brightness if nuisance >= 1 else 1 + (brightness - 1) * nuisance, angle=pose * angle,
+                scale=1 + pose * scale, shift=(pose * shift[0], pose * shift[1]), mouth_open=mouth_open,
+                quality=quality, shirt=_towards(shirt, SHIRT_MIDDLE, nuisance))
 
 
 def _visible_features(features: dict[str, tuple[str, float]], shot: Shot, face: Face) -> dict[str, str]:
