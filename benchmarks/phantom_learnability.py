@@ -48,8 +48,9 @@ INSTRUCTION = "Which genetic syndrome does this face show? Answer with the diagn
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probe", choices=("model", "pixels"), default="model",
-                        help="model: fine-tune the tiny model; pixels: logistic regression on the processed pixels")
+    parser.add_argument("--probe", choices=("model", "pixels", "features"), default="model",
+                        help="model: fine-tune the tiny model; pixels: logistic regression on the processed pixels; "
+                             "features: the same on the untrained model's image tokens (what the language model sees)")
     parser.add_argument("--expressivity", default="exaggerated")
     parser.add_argument("--subjects-per-class", type=int, default=40)
     parser.add_argument("--photos-per-subject", type=int, default=3)
@@ -98,8 +99,9 @@ def main() -> None:
     labels = load_labels()
     classes = labels.names
     train, test = split_by_subject(cohort.manifest, args.test_share, args.seed)
-    if args.probe == "pixels":
-        report = probe_pixels(processor, train, test, args.seed)
+    if args.probe != "model":
+        report = probe_pixels(processor, train, test, args.seed, model if args.probe == "features" else None)
+        report["probe"] = args.probe
         report.update(expressivity=args.expressivity, image_size=processor.image_processor.size["height"],
                       seconds_total=round(time.monotonic() - started, 1))
         print(json.dumps(report, indent=2))
@@ -128,19 +130,24 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
-def probe_pixels(processor, train: list, test: list, seed: int) -> dict:
-    """Logistic regression on the processed pixels: how separable the photos are at the model's input size."""
+def probe_pixels(processor, train: list, test: list, seed: int, model=None) -> dict:
+    """Logistic regression on the processed pixels (or, given a model, on its image tokens) of the
+    training subjects, scored on the held-out subjects: how separable the photos are as the model sees them."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     def pixels(items: list) -> np.ndarray:
-        return np.stack([processor.image_processor(load_image(image).image, return_tensors="pt")["pixel_values"][0]
-                         .numpy().ravel() for image, _ in items])
+        values = torch.cat([processor.image_processor(load_image(image).image, return_tensors="pt")["pixel_values"]
+                            for image, _ in items])
+        if model is not None:
+            with torch.no_grad():
+                values = model.get_image_features(pixel_values=values).pooler_output
+        return values.flatten(1).numpy()
 
     scaler = StandardScaler().fit(pixels(train))
     classifier = LogisticRegression(C=0.1, max_iter=2000, random_state=seed)
     classifier.fit(scaler.transform(pixels(train)), [label for _, label in train])
-    return {"probe": "pixels", "train_photos": len(train), "test_photos": len(test),
+    return {"train_photos": len(train), "test_photos": len(test),
             "train_accuracy": round(classifier.score(scaler.transform(pixels(train)), [label for _, label in train]), 3),
             "test_accuracy": round(classifier.score(scaler.transform(pixels(test)), [label for _, label in test]), 3)}
 
