@@ -143,7 +143,7 @@ def test_bad_settings_rejected(arguments, message):
 
 
 def test_missing_config_rejected(tmp_path):
-    with pytest.raises(ConfigError, match="config.json not found"):
+    with pytest.raises(ConfigError, match="absent not found; pass a model folder containing config.json"):
         estimate_memory(tmp_path / "absent")
 
 

@@ -26,6 +26,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+register("export", "wgsy_lib.cli_export", "merge a LoRA adapter into its base model for serving (bf16 or fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,22 +108,37 @@ class NonFiniteLossGuard(TrainerCallback):
     """Stop training at the first logged loss that is NaN or infinite, naming the step.
 
     It raises ModelError from `on_log`, which ends `trainer.train()` with that error, so the run exits
-    non-zero and no adapter is saved as if training had succeeded. A loss of exactly zero is logged
-    as a warning, because fp16 overflow can also show up that way.
+    non-zero and no adapter is saved as if training had succeeded. The Trainer's default
+    `logging_nan_inf_filter=True` replaces a non-finite step loss with the running mean before it is
+    logged (transformers 5.25, `Trainer._inner_training_loop`), which would hide the NaN, so the
+    guard turns that filter off when training starts. A loss of exactly zero is logged as a warning
+    once, because fp16 overflow can also show up that way; later zeros are only counted.
     """
 
     def __init__(self, *, precision: str = "fp16") -> None:
         self.precision = precision
+        self.zero_losses = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if getattr(args, "logging_nan_inf_filter", False):
+            logger.info("NaN guard: setting logging_nan_inf_filter=False so a NaN or infinite loss is logged, not averaged away")
+            args.logging_nan_inf_filter = False
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         for key in LOSS_KEYS:
             value = (logs or {}).get(key)
             if value is None:
                 continue
-            check_loss(value, step=state.global_step, key=key, precision=self.precision)
+            check_loss(value, step=state.global_step, key=key, precision=self.precision, warn_zero=self.zero_losses == 0)
+            if float(value) == 0.0:
+                self.zero_losses += 1
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.zero_losses > 1:
+            logger.warning("NaN guard: %d logged losses were exactly 0 under %s precision", self.zero_losses, self.precision)
 
 
-def check_loss(value: float, *, step: int, key: str = "loss", precision: str = "fp16") -> None:
+def check_loss(value: float, *, step: int, key: str = "loss", precision: str = "fp16", warn_zero: bool = True) -> None:
     """Raise ModelError if `value` is NaN or infinite; warn if it is exactly zero."""
     value = float(value)
     if not math.isfinite(value):
@@ -132,7 +147,7 @@ def check_loss(value: float, *, step: int, key: str = "loss", precision: str = "
             "overflows in fp16; rerun with precision 'fp32' (or 'bf16' on a GPU that supports it). No adapter "
             "was saved from this run; checkpoints written before this step may already be damaged."
         )
-    if value == 0.0:
+    if value == 0.0 and warn_zero:
         logger.warning(
             "step %d: logged %s is exactly 0 under %s precision; this often means an overflow or that every "
             "label was masked. Check the answer tokens reach the loss.", step, key, precision
