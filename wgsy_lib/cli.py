@@ -33,6 +33,7 @@ register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders,
 register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its photos",
          add_arguments="add_validate_arguments", run="run_validate")
 register("export", "wgsy_lib.cli_export", "merge a LoRA adapter into its base model for serving (bf16 or fp32)")
+register("memory", "wgsy_lib.cli_memory", "estimate the memory a training or evaluation run needs, from config.json alone")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -134,14 +134,20 @@ class MemoryEstimate:
             ("LoRA", f"{self.lora_bytes / GIB:6.2f} GiB ({self.counts.lora / 1e6:.1f} M parameters, r={settings.lora_r}"
                      f"{', with gradients and AdamW states' if settings.training else ''})"),
             ("activations", f"{self.activation_bytes / GIB:6.2f} GiB (batch {settings.batch_size}, "
-                            f"{_sequence_length(self.dims, settings)} tokens, gradient checkpointing "
-                            f"{'on' if settings.gradient_checkpointing else 'off'}; estimate)"),
+                            f"{_sequence_length(self.dims, settings)} tokens, {_activation_mode(settings)}; estimate)"),
             ("total", f"{self.total_bytes / GIB:6.2f} GiB (estimate)"),
         ]
         if self.device_bytes is not None:
             rows.append(("device free", f"{self.device_bytes / GIB:6.2f} GiB"))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _activation_mode(settings: MemorySettings) -> str:
+    if not settings.training:
+        return f"evaluation with KV cache, {settings.attn_implementation} attention"
+    checkpointing = "on" if settings.gradient_checkpointing else "off"
+    return f"gradient checkpointing {checkpointing}, {settings.attn_implementation} attention"
 
 
 def estimate_memory(
@@ -314,9 +320,11 @@ def _activation_bytes(counts: ParameterCounts, dims: ModelDims, settings: Memory
         6h (residual stream and the four RMSNorms of a Gemma 3 layer)
       + 3·q + 3·kv (query, key, value projections, their normed and rotated copies, attention output)
       + 4·i (gate and up projections, the activation and their product)
-      + 2·heads·S (attention probabilities, only with eager attention, which training Gemma 3 uses)
-    values, where h is the hidden size, q = heads·head_dim, kv = kv_heads·head_dim, i the MLP size
-    and S the sequence length, each value in the compute dtype. Gradient checkpointing keeps only
+    values in the compute dtype, where h is the hidden size, q = heads·head_dim, kv = kv_heads·head_dim,
+    i the MLP size and S the sequence length. Eager attention, which training Gemma 3 uses, adds
+    heads·S attention probabilities per token twice: the fp32 softmax output and its compute-dtype
+    copy (transformers 5.25 `eager_attention_forward`); SDPA and flash attention keep none. The
+    SigLIP vision layers are counted the same way with 8·h + 2·i values. Gradient checkpointing keeps only
     each layer's input (h values per token) plus one layer's full set while it is recomputed. The
     logits add batch·S·vocab values in the compute dtype and in fp32 twice (the loss's upcast and
     log-softmax). The vision tower keeps activations only when LoRA trains some of its layers;
@@ -335,31 +343,34 @@ def _activation_bytes(counts: ParameterCounts, dims: ModelDims, settings: Memory
 
     q_width = dims.heads * dims.head_dim
     kv_width = dims.kv_heads * dims.head_dim
+    probability_bytes = (4 + value_bytes) if eager else 0  # fp32 softmax output + compute-dtype copy
     text_layer = batch * length * (
-        6 * dims.hidden + 3 * q_width + 3 * kv_width + 4 * dims.intermediate + (2 * dims.heads * length if eager else 0)
+        (6 * dims.hidden + 3 * q_width + 3 * kv_width + 4 * dims.intermediate) * value_bytes
+        + dims.heads * length * probability_bytes
     )
     images = batch * settings.images_per_example
     patches = dims.patches_per_image
     vision_layer = images * patches * (
-        8 * dims.vision_hidden + 2 * dims.vision_intermediate + (2 * dims.vision_heads * patches if eager else 0)
+        (8 * dims.vision_hidden + 2 * dims.vision_intermediate) * value_bytes
+        + dims.vision_heads * patches * probability_bytes
     )
     working_set = max(text_layer, vision_layer)
 
     if not settings.training:
-        kv_cache = 2 * dims.text_layers * batch * length * kv_width
-        logits = batch * length * dims.vocab
-        return int((kv_cache + working_set + logits) * value_bytes)
+        kv_cache = 2 * dims.text_layers * batch * length * kv_width * value_bytes
+        logits = batch * length * dims.vocab * value_bytes
+        return int(kv_cache + working_set + logits)
 
     if settings.gradient_checkpointing:
-        text = dims.text_layers * batch * length * dims.hidden + text_layer
-        vision = dims.vision_layers * images * patches * dims.vision_hidden + vision_layer
+        text = dims.text_layers * batch * length * dims.hidden * value_bytes + text_layer
+        vision = dims.vision_layers * images * patches * dims.vision_hidden * value_bytes + vision_layer
     else:
         text = dims.text_layers * text_layer
         vision = dims.vision_layers * vision_layer
     if counts.lora_vision == 0:
         vision = vision_layer
     logits_values = batch * length * dims.vocab
-    return int((text + vision + logits_values) * value_bytes + logits_values * 4 * LOSS_FP32_COPIES)
+    return int(text + vision + logits_values * (value_bytes + 4 * LOSS_FP32_COPIES))
 
 
 def available_memory(device: str | torch.device | None = None) -> int:
