@@ -26,6 +26,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
          add_arguments="add_tiny_model_arguments", run="run_tiny_model")
 register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders, UTKFace or legacy files",
