@@ -1,9 +1,9 @@
 """Merge a LoRA adapter into a full-precision copy of the base model, for serving.
 
-`export_merged` loads the base model in bf16 or fp32 (never 4-bit), applies the adapter, records
-the predictions of base + adapter on a few examples, merges with peft's `merge_and_unload`, saves
-the merged model and its processor as safetensors in the Hugging Face layout, reloads what it saved
-and compares its predictions with the recorded ones. The result goes to `export_card.json` beside
+`export_merged` loads the base model in bf16 or fp32 (never 4-bit), applies the adapter and records
+the predictions of base + adapter on a few examples. It then merges with peft's `merge_and_unload`,
+saves the merged model and its processor as safetensors in the Hugging Face layout, reloads what it
+saved and compares its predictions with the recorded ones. The result goes to `export_card.json` beside
 the model: the largest absolute logit difference, whether the argmax token at every position and
 the greedy generations agree, and which adapter modules an unmerged-LoRA server would ignore.
 
@@ -37,7 +37,7 @@ EXPORT_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": tor
 EXPORT_CARD_NAME = "export_card.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-# Files whose presence shows a folder holds a saved processor (tokenizer and image processor).
+# Files whose presence shows that a folder contains a saved processor (tokenizer and image processor).
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
 # Run-card keys that record 4-bit training, under any of the names a training stage might use.
 QUANTIZATION_KEYS = ("quantization", "load_in_4bit", "use_4bit", "qlora", "bnb_4bit")
@@ -53,7 +53,7 @@ SERVER_NOTE = (
 
 @dataclass
 class ExportResult:
-    """What `export_merged` wrote and what its equivalence check found."""
+    """Output folder, card and equivalence-check results of one `export_merged` call."""
 
     out_dir: Path
     card_path: Path
@@ -82,7 +82,7 @@ def export_merged(
     `base_model` is a model folder, or an already loaded model (which is merged in place, and must
     not be quantised). `check_examples` is a training/evaluation JSONL file or a list of
     `PromptExample`; without it, a synthetic image and two fixed prompts are used. Differences are
-    reported in the card and the log, never raised, because bf16 merging rounds the update.
+    reported in the card and the log and do not raise, because bf16 merging rounds the update.
     """
     started = time.time()
     torch_dtype = _export_dtype(dtype)
@@ -156,7 +156,7 @@ def _prepare_out_dir(out_dir: str | Path, adapter_path: Path, *, overwrite: bool
 
 
 def refuse_quantized(model: torch.nn.Module, *, source: str) -> None:
-    """Raise ModelError if `model` holds quantised (4-bit or 8-bit) weights."""
+    """Raise ModelError if `model` contains quantised (4-bit or 8-bit) weights."""
     config = getattr(model, "config", None)
     quantized = (
         getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)

@@ -49,7 +49,7 @@ class ModelOutputs:
 
 @dataclass
 class CheckResult:
-    """How one example's merged outputs compare with base + adapter."""
+    """Comparison of one example's merged outputs with those of base + adapter."""
 
     example: str
     max_abs_logit_diff: float
@@ -93,7 +93,7 @@ def _example_from_row(path: Path, line_number: int, line: str) -> PromptExample:
     messages = row.get("messages") if isinstance(row, dict) else None
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{path} line {line_number} has no 'messages' list; expected the training JSONL format of 02_convert")
-    # Keep the conversation up to the answer: the check compares what each model predicts next.
+    # Drop the assistant turn, because the check compares what each model predicts after the prompt.
     while messages and messages[-1].get("role") == "assistant":
         messages = messages[:-1]
     images = row.get("images") or ([row["image"]] if row.get("image") else [])

@@ -1,8 +1,9 @@
 """Memory estimate before a model is loaded, and the offload option for GPUs too small for it.
 
-`estimate_memory` reads only a model's config.json: it builds the model on PyTorch's meta device
-(shapes without storage) to count parameters exactly, adds the LoRA adapter the same way, and
-estimates the bytes for weights, adapter training state and activations at a given batch size.
+`estimate_memory` reads only a model's config.json. It builds the model on PyTorch's meta device
+(shapes without storage) to count parameters exactly and adds the LoRA adapter the same way. From
+the counts it estimates the bytes for weights, adapter training state and activations at a given
+batch size.
 `check_fits` compares the total with the memory the device has and, when it does not fit, raises
 ModelError listing what to change, with the estimate each change gives. Stages call
 `check_memory_before_loading`, which does both and logs the table, so a run that cannot fit stops
@@ -327,8 +328,8 @@ def _activation_bytes(counts: ParameterCounts, dims: ModelDims, settings: Memory
     SigLIP vision layers are counted the same way with 8·h + 2·i values. Gradient checkpointing keeps only
     each layer's input (h values per token) plus one layer's full set while it is recomputed. The
     logits add batch·S·vocab values in the compute dtype and in fp32 twice (the loss's upcast and
-    log-softmax). The vision tower keeps activations only when LoRA trains some of its layers;
-    otherwise it runs without autograd history and only one layer's working set counts.
+    log-softmax). The vision tower keeps activations only when LoRA trains some of its layers.
+    Otherwise it runs without autograd history, so only one layer's working set counts.
 
     Evaluation counts the KV cache (2·kv values per token and layer) for the prompt plus
     `max_new_tokens`, one layer's working set, and the logits in the compute dtype.

@@ -3,7 +3,7 @@
 Evaluating every test example is slow on a small GPU, so 04_evaluate can score a subset instead.
 The subset keeps each label's share of the file (largest-remainder rounding, with every label kept
 when the size allows), and takes whole subjects where it can, so that several photos of one person
-stay together and the subject-level bootstrap sees whole people. Only when no whole subject fits the
+stay together for the subject-level bootstrap. Only when no whole subject fits the
 remaining count of a label is one subject's photos split. The same file, size or fraction and seed
 always give the same subset, whatever the order of the lines in the file.
 
@@ -48,7 +48,7 @@ class ExampleLine:
 
 @dataclass
 class SubsetRecord:
-    """What `subset.json` contains: enough to rebuild and check the subset."""
+    """Contents of `subset.json`: enough to rebuild and check the subset."""
 
     source: str
     source_sha256: str
