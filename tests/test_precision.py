@@ -1,4 +1,4 @@
-"""Precision choice (bf16, fp32, fp16 only on request) and the NaN loss guard stopping a run."""
+"""The fp16 override and the NaN loss guard stopping a training run."""
 
 from __future__ import annotations
 
@@ -8,57 +8,29 @@ import pytest
 import torch
 
 from wgsy_lib.errors import ConfigError, ModelError
-from wgsy_lib.precision import NonFiniteLossGuard, check_loss, resolve_precision
+from wgsy_lib.precision import NonFiniteLossGuard, check_loss, fp16_override
 
 
-def test_cpu_trains_in_fp32():
-    precision = resolve_precision("cpu")
-    assert precision.dtype == torch.float32
-    assert precision.trainer_flags() == {"bf16": False, "fp16": False}
-    assert "fp32 because" in precision.reason
-
-
-def test_gpu_without_bf16_gets_fp32(monkeypatch):
-    monkeypatch.setattr("wgsy_lib.precision.device_supports_bf16", lambda device: False)
-    precision = resolve_precision("cuda")
-    assert precision.name == "fp32"
-    assert "fp16 overflows in Gemma 3" in precision.reason
-
-
-def test_gpu_with_bf16_gets_bf16(monkeypatch):
-    monkeypatch.setattr("wgsy_lib.precision.device_supports_bf16", lambda device: True)
-    precision = resolve_precision("cuda")
-    assert precision.name == "bf16"
-    assert precision.trainer_flags() == {"bf16": True, "fp16": False}
+@pytest.mark.parametrize("requested", ["auto", "bf16", "fp32"])
+def test_override_ignores_other_dtypes(requested):
+    assert fp16_override(requested, allow_fp16=True, device="cuda") is None
 
 
 def test_fp16_without_override_rejected():
-    with pytest.raises(ConfigError, match="overflows in Gemma 3.*allow_fp16=True"):
-        resolve_precision("cuda", "fp16")
+    with pytest.raises(ConfigError, match="overflows in Gemma 3.*set allow_fp16 to true"):
+        fp16_override("fp16", allow_fp16=False, device="cuda")
 
 
-def test_fp16_with_override_warns(monkeypatch, caplog):
-    monkeypatch.setattr("wgsy_lib.precision.device_supports_bf16", lambda device: False)
+def test_fp16_with_override_warns(caplog):
     with caplog.at_level("WARNING", logger="wgsy_lib.precision"):
-        precision = resolve_precision("cuda", "fp16", allow_fp16=True)
-    assert precision.trainer_flags() == {"bf16": False, "fp16": True}
-    assert precision.needs_loss_guard
+        dtype = fp16_override("fp16", allow_fp16=True, device="cuda")
+    assert dtype == torch.float16
     assert "known to overflow" in caplog.text
 
 
 def test_fp16_on_cpu_rejected():
-    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-        resolve_precision("cpu", "fp16", allow_fp16=True)
-
-
-def test_bf16_without_support_rejected():
-    with pytest.raises(ConfigError, match="has no bf16 support"):
-        resolve_precision("cpu", "bf16")
-
-
-def test_unknown_precision_rejected():
-    with pytest.raises(ConfigError, match="precision is 'half'; expected one of auto, bf16, fp32, fp16"):
-        resolve_precision("cpu", "half")
+    with pytest.raises(ConfigError, match="needs a CUDA GPU, but the device is cpu"):
+        fp16_override("fp16", allow_fp16=True, device="cpu")
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])

@@ -1,17 +1,18 @@
-"""Training precision: bf16 where the hardware has it, fp32 otherwise, fp16 only on request.
+"""fp16 training behind an explicit override, and a guard that stops a run at a NaN loss.
 
 Gemma 3 overflows in fp16: activations exceed fp16's maximum (65504), and training then logs a NaN
-or zero loss and the model writes empty output. GPUs without bf16 (V100, T4) therefore train in
-fp32 by default. fp16 mixed precision remains available behind `allow_fp16=True` for users whose
-GPU is too small for fp32, with a warning and `NonFiniteLossGuard`, which stops the run at the first
-non-finite logged loss instead of letting it save a broken adapter.
+or zero loss and the model writes empty output. `wgsy_lib.models.choose_dtype` is the one place
+that picks the dtype (bf16 where the GPU supports it, fp32 otherwise) and rejects fp16 for Gemma 3.
+This module adds the way around that rejection for users whose GPU (V100, T4) is too small for
+fp32: `fp16_override` returns fp16 only when `allow_fp16=True` is set, with a warning, and
+`NonFiniteLossGuard` then stops the run at the first non-finite logged loss instead of letting it
+save a broken adapter.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,87 +22,36 @@ from .errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp32", "fp16")
-# Keys of the Trainer's log dictionary that hold a loss.
+# Keys of the Trainer's log dictionary that contain a loss.
 LOSS_KEYS = ("loss", "train_loss", "eval_loss")
 
 
-@dataclass(frozen=True)
-class Precision:
-    """The dtype to load weights in and the Trainer's mixed-precision flags, with the reason."""
+def fp16_override(requested: str, *, allow_fp16: bool, device: str) -> torch.dtype | None:
+    """Return torch.float16 if fp16 is requested and explicitly allowed, else None.
 
-    name: str  # "bf16", "fp32" or "fp16"
-    dtype: torch.dtype  # dtype of the loaded weights
-    bf16: bool  # TrainingArguments.bf16
-    fp16: bool  # TrainingArguments.fp16
-    reason: str
-    needs_loss_guard: bool
-
-    def trainer_flags(self) -> dict[str, bool]:
-        """Return the `bf16` and `fp16` arguments for TrainingArguments / SFTConfig."""
-        return {"bf16": self.bf16, "fp16": self.fp16}
-
-
-def device_supports_bf16(device: str | torch.device) -> bool:
-    """Return True when `device` computes in bf16 at full speed (CUDA compute capability 8.0+)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return False
-
-
-def resolve_precision(device: str | torch.device, requested: str = "auto", *, allow_fp16: bool = False) -> Precision:
-    """Choose the training precision for `device` and log why.
-
-    `requested` is "auto" (bf16 where supported, else fp32), "bf16", "fp32" or "fp16". "fp16" raises
-    ConfigError unless `allow_fp16` is True, because Gemma 3 overflows in fp16. CPUs train in fp32:
-    bf16 on a CPU is slower than fp32 on most processors and exists only for memory.
+    None means "not an fp16 request": the caller then asks `models.choose_dtype`. An fp16 request
+    without `allow_fp16` raises ConfigError naming the override, and fp16 off CUDA raises too.
+    With the override, the caller must train with `fp16=True` and add `NonFiniteLossGuard`.
     """
-    if requested not in PRECISIONS:
-        raise ConfigError(f"precision is {requested!r}; expected one of {', '.join(PRECISIONS)}")
-    device = torch.device(device)
-    has_bf16 = device_supports_bf16(device)
-
-    if requested == "fp16":
-        return _fp16_precision(device, allow_fp16=allow_fp16, has_bf16=has_bf16)
-    if requested == "bf16" and not has_bf16:
-        raise ConfigError(
-            f"precision is 'bf16' but {_describe(device)} has no bf16 support; set precision to 'auto' or "
-            "'fp32' (or 'fp16' with allow_fp16=True, which may overflow in Gemma 3)"
-        )
-
-    if requested == "fp32" or not has_bf16:
-        reason = "requested" if requested == "fp32" else f"{_describe(device)} has no bf16 support and fp16 overflows in Gemma 3"
-        precision = Precision("fp32", torch.float32, False, False, f"fp32 because {reason}", False)
-    else:
-        reason = "requested" if requested == "bf16" else f"{_describe(device)} supports it"
-        precision = Precision("bf16", torch.bfloat16, True, False, f"bf16 because {reason}", False)
-    logger.info("precision: %s", precision.reason)
-    return precision
-
-
-def _fp16_precision(device: torch.device, *, allow_fp16: bool, has_bf16: bool) -> Precision:
+    if requested != "fp16":
+        return None
     if not allow_fp16:
         raise ConfigError(
-            "precision is 'fp16', which overflows in Gemma 3 (NaN or zero loss, empty output); use 'auto' "
-            "(bf16 where supported, else fp32), or set allow_fp16=True to accept the risk; the run then "
-            "stops at the first NaN or infinite loss"
+            "dtype is 'fp16', which overflows in Gemma 3 (NaN or zero loss, empty output); set dtype to 'auto' "
+            "(bf16 where the GPU supports it, else fp32), or set allow_fp16 to true to accept the risk; the run "
+            "then stops at the first NaN or infinite loss"
         )
-    if device.type != "cuda":
-        raise ConfigError(f"precision 'fp16' needs a CUDA GPU, but the device is {_describe(device)}; use 'auto' or 'fp32'")
-    hint = " although this GPU supports bf16, which is safer" if has_bf16 else ""
+    if torch.device(device).type != "cuda":
+        raise ConfigError(f"dtype 'fp16' with allow_fp16 needs a CUDA GPU, but the device is {device}; set dtype to 'auto' or 'fp32'")
+
+    bf16_hint = ""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        bf16_hint = " although this GPU supports bf16, which does not overflow"
     logger.warning(
-        "precision: fp16 mixed precision by explicit request (allow_fp16=True)%s. Gemma 3 is known to overflow "
-        "in fp16; every logged loss is checked and the run stops at the first NaN or infinite value.", hint
+        "dtype fp16 by explicit request (allow_fp16=true)%s. Gemma 3 is known to overflow in fp16; every "
+        "logged loss is checked and the run stops at the first NaN or infinite value.", bf16_hint
     )
-    return Precision("fp16", torch.float16, False, True, "fp16 because allow_fp16=True was set", True)
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda" and torch.cuda.is_available():
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"GPU {index} ({torch.cuda.get_device_name(index)})"
-    return f"device {device}"
+    return torch.float16
 
 
 class NonFiniteLossGuard(TrainerCallback):
