@@ -13,6 +13,7 @@ from wgsy_lib.memory import (
     check_fits,
     check_memory_before_loading,
     estimate_memory,
+    lora_pattern,
     offload_loading_kwargs,
 )
 
@@ -156,3 +157,17 @@ def test_offload_unused_on_cpu(caplog):
 def test_offload_kwargs_on_cuda(tmp_path):
     kwargs = offload_loading_kwargs(tmp_path / "offload", "cuda")
     assert kwargs == {"device_map": "auto", "offload_folder": str(tmp_path / "offload")}
+
+
+def test_lora_pattern_scopes_by_tower():
+    language_only = estimate_memory(MEDGEMMA_4B_CONFIG, target_modules=lora_pattern(["q_proj", "v_proj"]), lora_r=8).counts
+    both = estimate_memory(MEDGEMMA_4B_CONFIG, target_modules=lora_pattern(["q_proj", "v_proj"], ["q_proj"]), lora_r=8).counts
+    assert language_only.lora_vision == 0
+    assert language_only.lora_language > 0
+    assert both.lora_vision > 0
+    assert both.lora_language == language_only.lora_language
+
+
+def test_lora_pattern_empty_rejected():
+    with pytest.raises(ConfigError, match="target_modules is empty"):
+        lora_pattern([])

@@ -12,6 +12,7 @@ from wgsy_lib.errors import ConfigError, DataError
 from wgsy_lib.subsets import (
     SUBSET_RECORD_NAME,
     allocate_per_label,
+    apply_subset,
     check_subset_source,
     subset_test_file,
 )
@@ -142,3 +143,16 @@ def test_allocation_sums_to_size():
     counts = {"a": 7, "b": 3, "c": 1}
     for size in range(1, 12):
         assert sum(allocate_per_label(counts, size).values()) == size
+
+
+def test_apply_subset_defaults_to_whole_file(tmp_path):
+    source = write_test_file(tmp_path / "test.jsonl")
+    assert apply_subset(source, tmp_path / "out") == source
+    assert not (tmp_path / "out").exists()
+
+
+def test_apply_subset_writes_subset(tmp_path):
+    source = write_test_file(tmp_path / "test.jsonl")
+    path = apply_subset(source, tmp_path / "out", size=10, seed=4)
+    assert path == tmp_path / "out" / "test_subset.jsonl"
+    assert len(path.read_text().splitlines()) == 10

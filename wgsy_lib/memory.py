@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,6 +45,8 @@ LORA_INFERENCE_BYTES_PER_PARAM = 4
 # The loss upcasts the logits to fp32 and keeps the fp32 log-softmax for the backward pass.
 LOSS_FP32_COPIES = 2
 DEFAULT_HEADROOM = 0.9
+# A Hugging Face hub id: "owner/name" with no other slashes.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -204,9 +207,36 @@ def load_config(config_or_path: Any) -> Any:
     path = resolve_path(config_or_path)
     if path.is_dir():
         path = path / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"model config {path} not found; pass a model folder containing config.json, or the config.json itself")
-    return load_config(json.loads(path.read_text(encoding="utf-8")))
+    if path.is_file():
+        return load_config(json.loads(path.read_text(encoding="utf-8")))
+    if _HUB_ID.match(str(config_or_path)):
+        return _load_hub_config(str(config_or_path))
+    raise ConfigError(f"model config {path} not found; pass a model folder containing config.json, or the config.json itself")
+
+
+def _load_hub_config(hub_id: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(hub_id)
+    except OSError as error:
+        raise ConfigError(
+            f"model config for {hub_id!r} not found locally or on the hub ({error}); with HF_HUB_OFFLINE=1 the "
+            "model must be in the Hugging Face cache, or pass its local folder"
+        ) from None
+
+
+def lora_pattern(language_modules: list[str], vision_modules: list[str] | tuple[str, ...] = ()) -> str:
+    """Return a regular expression for LoRA on named linear layers of the language model and vision tower.
+
+    A plain list such as ["q_proj", "v_proj"] would also match the vision tower's layers of the same
+    name, so each list is scoped by its parent module, as the training stage scopes it.
+    """
+    scopes = [("language_model", language_modules), ("vision_tower", vision_modules)]
+    alternatives = [rf".*\b{scope}\..*\.(?:{'|'.join(sorted(set(names)))})" for scope, names in scopes if names]
+    if not alternatives:
+        raise ConfigError("target_modules is empty; LoRA needs at least one layer, e.g. [q_proj, v_proj]")
+    return "|".join(f"(?:{alternative})" for alternative in alternatives)
 
 
 def count_parameters(config: Any, *, lora_r: int = 16, target_modules: str | list[str] = "all-linear") -> ParameterCounts:

@@ -233,6 +233,18 @@ def subset_test_file(
     return _write_subset(resolve_path(out_dir), chosen, record), record
 
 
+def apply_subset(test_file: str | Path, out_dir: str | Path, *, size: int = 0, fraction: float = 0.0, seed: int = 0) -> Path:
+    """Return the file evaluation should read: `test_file` itself, or a subset of it written to `out_dir`.
+
+    `size=0` and `fraction=0` (the stage defaults) mean the whole file; otherwise exactly one of
+    them must be set, as for `subset_test_file`.
+    """
+    if not size and not fraction:
+        return resolve_path(test_file)
+    subset_path, _record = subset_test_file(test_file, out_dir, size=size or None, fraction=fraction or None, seed=seed)
+    return subset_path
+
+
 def _write_subset(out_dir: Path, chosen: list[ExampleLine], record: SubsetRecord) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     subset_path = out_dir / SUBSET_JSONL_NAME
