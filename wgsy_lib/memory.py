@@ -16,6 +16,7 @@ docs/export_and_memory.md for a MedGemma 4B table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -243,9 +244,20 @@ def count_parameters(config: Any, *, lora_r: int = 16, target_modules: str | lis
     """Count parameters exactly by building the model on the meta device, where tensors have no storage.
 
     The adapter is added with peft's own `get_peft_model`, so `target_modules` matches exactly as it
-    will in training ("all-linear", a list of module names, or a regular expression).
+    will in training ("all-linear", a list of module names, or a regular expression). Results are
+    cached per config and adapter settings, because building MedGemma 4B's skeleton takes seconds.
     """
+    targets = target_modules if isinstance(target_modules, str) else tuple(target_modules)
+    return _count_parameters_cached(config.to_json_string(use_diff=False), lora_r, targets)
+
+
+@functools.lru_cache(maxsize=32)
+def _count_parameters_cached(config_json: str, lora_r: int, target_modules: str | tuple[str, ...]) -> ParameterCounts:
     from transformers import AutoModelForImageTextToText
+
+    config = load_config(json.loads(config_json))
+    if not isinstance(target_modules, str):
+        target_modules = list(target_modules)
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
