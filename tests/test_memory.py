@@ -171,3 +171,9 @@ def test_lora_pattern_scopes_by_tower():
 def test_lora_pattern_empty_rejected():
     with pytest.raises(ConfigError, match="target_modules is empty"):
         lora_pattern([])
+
+
+def test_rank_change_matches_fresh_estimate(medgemma_bf16):
+    fresh = estimate_memory(MEDGEMMA_4B_CONFIG, dtype="bf16", lora_r=8, target_modules="all-linear",
+                            batch_size=1, seq_len=256, gradient_checkpointing=True)
+    assert medgemma_bf16.with_settings(lora_r=8).counts == fresh.counts

@@ -119,8 +119,18 @@ class MemoryEstimate:
 
     def with_settings(self, **changes: Any) -> "MemoryEstimate":
         """Return the estimate for the same model with some settings changed (no config reload)."""
+        if "target_modules" in changes or (self.settings.lora_r == 0 and changes.get("lora_r")):
+            raise ConfigError("with_settings cannot change which layers get LoRA; call estimate_memory again")
         settings = dataclasses.replace(self.settings, **changes)
-        return _estimate(self.counts, self.dims, settings, device_bytes=self.device_bytes)
+        counts = self.counts
+        if settings.lora_r != self.settings.lora_r:
+            # A LoRA layer has r·(in + out) parameters, so the count scales exactly with the rank.
+            scale = settings.lora_r / self.settings.lora_r
+            counts = dataclasses.replace(
+                counts, lora=round(counts.lora * scale), lora_vision=round(counts.lora_vision * scale),
+                lora_language=round(counts.lora_language * scale),
+            )
+        return _estimate(counts, self.dims, settings, device_bytes=self.device_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the estimate as plain values, for run cards."""
