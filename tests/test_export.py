@@ -197,3 +197,26 @@ def test_cli_export_bad_dtype_exits_2(tiny_model_dir, adapter_dir, tmp_path, cap
                  "--out", str(tmp_path / "merged"), "--dtype", "fp16"])
     assert code == 2
     assert "overflows in fp16" in capsys.readouterr().err
+
+
+def test_projector_copy_merged_and_listed(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(1)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, target_modules=LANGUAGE_ONLY, modules_to_save=["multi_modal_projector"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    projector = peft_model.base_model.model.model.multi_modal_projector.modules_to_save["default"]
+    with torch.no_grad():
+        projector.mm_input_projection_weight.add_(0.5)  # a trained projector differs from the base one
+    peft_model.save_pretrained(tmp_path / "adapter")
+    AutoProcessor.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "adapter")
+
+    result = export_merged(tiny_model_dir, tmp_path / "adapter", tmp_path / "merged", dtype="fp32", max_check_examples=1)
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged")
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    assert result.agree
+    assert "multi_modal_projector (full copy in modules_to_save)" in result.ignored_by_unmerged_server
+    assert not torch.equal(merged.model.multi_modal_projector.mm_input_projection_weight,
+                           base.model.multi_modal_projector.mm_input_projection_weight)
