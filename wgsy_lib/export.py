@@ -291,8 +291,9 @@ def _modules_ignored_by_server(adapter_path: Path) -> list[str]:
     modules = set()
     with safe_open(str(adapter_path / ADAPTER_WEIGHTS_NAME), framework="pt") as handle:
         for key in handle.keys():
-            module = key.split(".lora_")[0].split(".modules_to_save")[0]
-            if LANGUAGE_MODEL_MARKER not in module or "modules_to_save" in key:
+            # Keys without "lora_" belong to full module copies, which are listed from modules_to_save below.
+            module, separator, _rest = key.partition(".lora_")
+            if separator and LANGUAGE_MODEL_MARKER not in module:
                 modules.add(module.removeprefix("base_model.model."))
     config = json.loads((adapter_path / ADAPTER_CONFIG_NAME).read_text(encoding="utf-8"))
     for name in config.get("modules_to_save") or []:
