@@ -32,6 +32,15 @@ def tiny_model_dir():
     return tiny_model_path()
 
 
+@pytest.fixture(scope="session")
+def phantom_cohort():
+    """A small phantom cohort (SYNTHETIC; realistic preset, 3 subjects per class, 2 photos each, planted
+    duplicates), cached: a `wgsy_lib.phantom.PhantomCohort` with root, manifest, annotations, readme."""
+    from wgsy_lib.phantom import phantom_cohort_path
+
+    return phantom_cohort_path(subjects_per_class=3, photos_per_subject=2, duplicate_rate=0.1)
+
+
 @pytest.fixture(autouse=True)
 def _restore_wgsy_logging():
     # setup_logging() (called by the CLI and by notebooks run in-process) gives the wgsy_lib logger its

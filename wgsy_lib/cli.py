@@ -29,10 +29,13 @@ register("labels", "wgsy_lib.cli_labels", "normalise label text through params/l
 register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
          add_arguments="add_tiny_model_arguments", run="run_tiny_model")
+register("phantom", "wgsy_lib.cli_assets", "draw the synthetic phantom face cohort used by tests and the demo",
+         add_arguments="add_phantom_arguments", run="run_phantom")
 register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders, UTKFace or legacy files",
          add_arguments="add_import_arguments", run="run_import")
 register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its photos",
          add_arguments="add_validate_arguments", run="run_validate")
+register("grid", "wgsy_lib.cli_grid", "run the 03_train LoRA grid: one papermill run per cell")
 register("export", "wgsy_lib.cli_export", "merge a LoRA adapter into its base model for serving (bf16 or fp32)")
 register("memory", "wgsy_lib.cli_memory", "estimate the memory a training or evaluation run needs, from config.json alone")
 

@@ -248,7 +248,7 @@ def _draw_subject(job: _Job) -> list[dict]:
 
     rows = []
     for index in range(count):
-        shot = _make_shot(settings, np.random.default_rng([settings.seed, 2, job.number, index]), features)
+        shot = _make_shot(settings, np.random.default_rng([settings.seed, 2, job.number, index]), expressivity.pose)
         data = encode_jpeg(draw_photo(face, shot), shot.quality)
         name = f"images/{job.subject_id}_{index + 1}.jpg"
         (Path(job.images_dir) / Path(name).name).write_bytes(data)
@@ -281,15 +281,16 @@ def _make_face(features: dict[str, tuple[str, float]], expressivity, job: _Job,
     return face, age, sex
 
 
-def _make_shot(settings: PhantomSettings, rng: np.random.Generator, features) -> Shot:
+def _make_shot(settings: PhantomSettings, rng: np.random.Generator, pose: float) -> Shot:
     def colour(low: int, high: int) -> tuple[int, int, int]:
         return tuple(int(value) for value in rng.integers(low, high, 3))
 
     top = colour(60, 250)
     bottom = tuple(int(np.clip(c + rng.integers(-50, 50), 0, 255)) for c in top)
     return Shot(size=settings.image_size, background=(top, bottom), light=float(rng.uniform(0, 0.22)),
-                brightness=float(rng.uniform(0.85, 1.1)), angle=float(rng.uniform(-6, 6)),
-                scale=float(rng.uniform(0.92, 1.06)), shift=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.03, 0.03))),
+                brightness=float(rng.uniform(0.85, 1.1)), angle=pose * float(rng.uniform(-6, 6)),
+                scale=1 + pose * float(rng.uniform(-0.08, 0.06)),
+                shift=(pose * float(rng.uniform(-0.04, 0.04)), pose * float(rng.uniform(-0.03, 0.03))),
                 mouth_open=bool(rng.random() < 0.35), quality=int(rng.integers(70, 96)), shirt=colour(30, 220))
 
 

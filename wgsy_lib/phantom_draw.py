@@ -442,7 +442,7 @@ class _Painter:
         count = 6
         gap = 0.01 + 0.03 * spaced
         tooth_h = 0.04 * (1 - 0.45 * min(small, 1.5))
-        tooth_w = (1.2 * half - gap * (count - 1)) / count * (1 - 0.3 * min(small, 1.5))
+        tooth_w = max(0.01, (1.2 * half - gap * (count - 1)) / count * (1 - 0.3 * min(small, 1.5)))
         start = -(count * tooth_w + (count - 1) * gap) / 2
         for index in range(count):
             x = start + index * (tooth_w + gap)

@@ -59,14 +59,15 @@ class Expressivity:
     gain: float  # multiplies every drawn deviation from typical
     background: bool  # whether features outside the profile may show (params/phantom.yaml background_rate)
     hidden_ears: float  # chance that long hair hides the ears of a subject with long hair
+    pose: float  # scales the photo-to-photo variation of rotation, scale and position
 
 
 # `exaggerated` is the preset a tiny model can learn (benchmarks/phantom_learnability.py); `realistic`
 # is the demo's; `subtle` is for checking that metrics degrade gracefully.
 PRESETS = {
-    "subtle": Expressivity("subtle", 0.0, 0.8, (0.15, 0.6), 0.8, True, 0.5),
-    "realistic": Expressivity("realistic", 0.0, 1.0, (0.35, 1.0), 1.0, True, 0.35),
-    "exaggerated": Expressivity("exaggerated", 0.9, 1.0, (0.85, 1.0), 1.6, False, 0.0),
+    "subtle": Expressivity("subtle", 0.0, 0.8, (0.15, 0.6), 0.8, True, 0.5, 1.0),
+    "realistic": Expressivity("realistic", 0.0, 1.0, (0.35, 1.0), 1.0, True, 0.35, 1.0),
+    "exaggerated": Expressivity("exaggerated", 0.9, 1.0, (0.85, 1.0), 2.0, False, 0.0, 0.25),
 }
 
 
@@ -99,7 +100,7 @@ def expressivity_preset(value: str | float) -> Expressivity:
                           "or a gain between 0 and 3 (1 = realistic)")
     base = PRESETS["realistic"]
     return Expressivity(f"gain {gain:g}", base.penetrance_floor, base.penetrance_scale, base.strength, gain,
-                        base.background, base.hidden_ears)
+                        base.background, base.hidden_ears, base.pose)
 
 
 def load_profiles(path: str | Path | None = None, *, features: FeatureSchema) -> ProfileSet:

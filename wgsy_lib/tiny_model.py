@@ -37,7 +37,7 @@ from .paths import cache_dir
 logger = logging.getLogger(__name__)
 
 # Bump when the builder changes what it writes, so cached copies are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 GEOMETRIES = ("tiny", "medgemma")
 
@@ -81,11 +81,15 @@ class TinyModelSettings:
     text_heads: int = 2
     head_dim: int = 32
     vocab_size: int = 1024
-    # Randomly initialised Gemma 3 barely trains with the default 0.02: logits stay below about 0.5
-    # and the multi-modal projector starts at zero, so images are ignored. A wider initialisation and a
-    # random projector let a few hundred steps of LoRA learn from the image (benchmarks/phantom_learnability.py).
-    initializer_range: float = 0.1
-    projector_std: float = 0.5
+    # Gemma 3's own initialisation (std 0.02, projector at zero) makes a random model ignore images
+    # and keeps its logits below about 0.5. The projector starts random here so images change the
+    # output from the first step (benchmarks/phantom_learnability.py measures these settings).
+    initializer_range: float = 0.05
+    projector_std: float = 0.1
+    # The output head is tied to the embedding, and LoRA leaves both frozen, so the embedding's scale
+    # caps how confident the model can become. At std 0.1 (64 dimensions, 1024 tokens) no token gets
+    # more than about a third of the probability, and LoRA training stalls near a loss of 1 per token.
+    embedding_std: float = 0.3
 
     def key(self) -> str:
         # The tokenizer's merges are learnt from params/ text, so an edit there also makes a new model.
@@ -195,8 +199,10 @@ def _initialise(model, settings: TinyModelSettings) -> None:
     # model; a random projector lets image differences reach the logits from the first step.
     generator = torch.Generator().manual_seed(settings.seed + 1)
     projector = model.model.multi_modal_projector.mm_input_projection_weight
+    embedding = model.get_input_embeddings().weight
     with torch.no_grad():
         projector.copy_(torch.randn(projector.shape, generator=generator) * settings.projector_std)
+        embedding.copy_(torch.randn(embedding.shape, generator=generator) * settings.embedding_std)
 
 
 def _model_config(settings: TinyModelSettings, tokenizer):
