@@ -31,9 +31,11 @@ from .config import StageConfig
 from .errors import ConfigError, DataError, ModelError
 from .labels import LabelSet, load_labels
 from .log import log_written
+from .memory import check_memory_before_loading, lora_pattern
 from .models import (ADAPTER_WEIGHTS, ModelSource, choose_attention, choose_device, choose_dtype,
                      hardware_summary, load_base_model, load_processor, locate_model, peak_memory_bytes,
                      quantization_config)
+from .precision import NonFiniteLossGuard, fp16_override
 from .runcard import build_run_card, finish_run_card, write_run_card
 from .training_logs import CrashAfterStepCallback, LoggingCallback, tensorboard_callback, write_curves
 
@@ -70,6 +72,10 @@ class TrainConfig(StageConfig):
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default. 1 is fastest for "
                                "the tiny demo model, and on a busy machine")
     load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (CUDA and bitsandbytes only)")
+    allow_fp16: bool = Field(False, description="allow dtype fp16, which overflows in Gemma 3; the run then stops at the "
+                             "first NaN or infinite loss")
+    offload_folder: str = Field("", description="folder for weights that do not fit on the GPU (offloaded to CPU RAM, "
+                                "then this folder; slow); empty turns offloading off")
     seed: int = Field(42, description="seed for LoRA initialisation, data order and dropout")
     r: int = Field(16, description="LoRA rank (> 0)")
     lora_alpha: int = Field(16, description="LoRA scaling numerator; the update is scaled by lora_alpha / r")
@@ -193,9 +199,16 @@ def prepare_run(config: TrainConfig) -> RunPlan:
         torch.set_num_threads(config.torch_threads)
         logger.info("torch threads: %d (torch_threads)", config.torch_threads)
     source = locate_model(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
-    dtype = choose_dtype(device, config.dtype, model_type=source.model_type)
+    dtype = (fp16_override(config.dtype, allow_fp16=config.allow_fp16, device=device)
+             or choose_dtype(device, config.dtype, model_type=source.model_type))
     attention = choose_attention(config.attn_implementation, model_type=source.model_type, training=True)
     quantization = quantization_config(config.load_in_4bit, device=device, compute_dtype=dtype)
+    check_memory_before_loading(
+        source.local_dir or source.name, device=device, offload_folder=config.offload_folder or None,
+        dtype=str(dtype).removeprefix("torch."), quantization="4bit" if config.load_in_4bit else None,
+        lora_r=config.r, target_modules=lora_pattern(config.target_modules, config.vision_target_modules),
+        batch_size=config.per_device_train_batch_size, gradient_checkpointing=config.gradient_checkpointing,
+        attn_implementation=attention)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     card = build_run_card(stage=TrainConfig.stage, parameters=config.to_dict(), data_files=data_files.values(),
@@ -277,7 +290,7 @@ def load_model_for_training(plan: RunPlan) -> tuple[Any, Any]:
     torch.manual_seed(config.seed)
     model = load_base_model(plan.model_source, device=plan.device, dtype=plan.dtype,
                             attn_implementation=plan.attn_implementation, quantization=plan.quantization,
-                            trust_remote_code=config.trust_remote_code)
+                            trust_remote_code=config.trust_remote_code, offload_folder=config.offload_folder or None)
     lora = lora_config(config, model)
     if plan.quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -372,6 +385,7 @@ def build_trainer(plan: RunPlan, model: Any, processor: Any) -> Any:
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=plan.dtype == torch.bfloat16 and plan.device == "cuda",
+        fp16=plan.dtype == torch.float16,
         use_cpu=plan.device == "cpu",
         logging_steps=config.logging_steps,
         logging_first_step=True,
@@ -412,6 +426,8 @@ def _add_callbacks(trainer: Any, plan: RunPlan, *, headless: bool) -> None:
         # The default PrinterCallback prints a raw dict per log step into the executed notebook.
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(LoggingCallback())
+    if plan.dtype == torch.float16:
+        trainer.add_callback(NonFiniteLossGuard(precision="fp16"))
     crash = CrashAfterStepCallback.from_environment()
     if crash is not None:
         trainer.add_callback(crash)
