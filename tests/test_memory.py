@@ -177,3 +177,16 @@ def test_rank_change_matches_fresh_estimate(medgemma_bf16):
     fresh = estimate_memory(MEDGEMMA_4B_CONFIG, dtype="bf16", lora_r=8, target_modules="all-linear",
                             batch_size=1, seq_len=256, gradient_checkpointing=True)
     assert medgemma_bf16.with_settings(lora_r=8).counts == fresh.counts
+
+
+def test_train_stage_stops_before_loading(tiny_model_dir, tmp_path, monkeypatch):
+    import wgsy_lib.memory as memory
+    from test_training import _data_dir
+    from wgsy_lib.training import TrainConfig, prepare_run
+
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 1024)
+    config = TrainConfig.from_mapping({"model_name_or_path": str(tiny_model_dir), "data_dir": str(_data_dir(tmp_path)),
+                                       "output_dir": str(tmp_path / "run")})
+    with pytest.raises(ModelError, match="this run needs about"):
+        prepare_run(config)
+    assert not (tmp_path / "run" / "run_card.json").exists()

@@ -97,3 +97,13 @@ def test_guard_lets_finite_run_finish(tmp_path):
                       callbacks=[NonFiniteLossGuard(precision="fp16")])
     trainer.train()
     assert trainer.state.global_step == 3
+
+
+def test_train_stage_rejects_fp16_without_override(tiny_model_dir, tmp_path):
+    from test_training import _data_dir
+    from wgsy_lib.training import TrainConfig, prepare_run
+
+    config = TrainConfig.from_mapping({"model_name_or_path": str(tiny_model_dir), "data_dir": str(_data_dir(tmp_path)),
+                                       "output_dir": str(tmp_path / "run"), "dtype": "fp16"})
+    with pytest.raises(ConfigError, match="set allow_fp16 to true"):
+        prepare_run(config)
