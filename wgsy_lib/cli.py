@@ -25,6 +25,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
     SUBCOMMANDS[name] = (module, add_arguments, run, help_text)
 
 
+register("demo", "wgsy_lib.cli_demo", "run the whole pipeline on the phantom cohort and the tiny model")
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
 register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
