@@ -220,3 +220,32 @@ def test_projector_copy_merged_and_listed(tiny_model_dir, tmp_path):
     assert "multi_modal_projector (full copy in modules_to_save)" in result.ignored_by_unmerged_server
     assert not torch.equal(merged.model.multi_modal_projector.mm_input_projection_weight,
                            base.model.multi_modal_projector.mm_input_projection_weight)
+
+
+def _fake_results(tmp_path: Path, tiny_model_dir: Path, adapter: Path, selected: str):
+    from types import SimpleNamespace
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "selection.json").write_text(json.dumps({"selected": selected}))
+    models = [SimpleNamespace(name="base", adapter=None), SimpleNamespace(name="cell-1", adapter=adapter)]
+    plan = SimpleNamespace(output_dir=tmp_path / "eval", models=models, files=[],
+                           config=SimpleNamespace(base_model=str(tiny_model_dir)))
+    return SimpleNamespace(plan=plan)
+
+
+def test_export_selected_merges_chosen_adapter(tiny_model_dir, adapter_dir, tmp_path):
+    from wgsy_lib.export import export_selected
+
+    results = _fake_results(tmp_path, tiny_model_dir, adapter_dir, "cell-1")
+    exported = export_selected(results, out_dir=tmp_path / "merged", dtype="fp32")
+    assert exported is not None
+    assert exported.agree
+
+
+def test_export_selected_skips_base_and_empty(tiny_model_dir, adapter_dir, tmp_path):
+    from wgsy_lib.export import export_selected
+
+    results = _fake_results(tmp_path, tiny_model_dir, adapter_dir, "base")
+    assert export_selected(results, out_dir=tmp_path / "merged") is None
+    assert export_selected(results, out_dir="") is None
+    assert not (tmp_path / "merged").exists()

@@ -342,3 +342,29 @@ def _write_card(result: ExportResult, *, base_label: str, adapter_path: Path, se
     }
     result.card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     log_written(result.card_path, "export card", log=logger)
+
+
+def export_selected(results: Any, *, out_dir: str | Path, dtype: str = "bf16") -> ExportResult | None:
+    """Export the adapter that 04_evaluate selected on the validation file, or log why nothing is exported.
+
+    `results` is what `evaluation.run_evaluation` returns; the choice is read from the
+    `selection.json` that `evaluation.select_model` wrote. The validation file's first examples
+    serve as check examples. An empty `out_dir` turns the step off.
+    """
+    if not out_dir:
+        logger.info("export: export_dir is empty, so the selected model is not exported")
+        return None
+    plan = results.plan
+    selection_path = Path(plan.output_dir) / "selection.json"
+    if not selection_path.is_file():
+        logger.info("export: no %s (no validation file), so no model was selected to export", selection_path)
+        return None
+
+    selected = json.loads(selection_path.read_text(encoding="utf-8")).get("selected")
+    spec = next((model for model in plan.models if model.name == selected), None)
+    if spec is None or spec.adapter is None:
+        logger.info("export: the selected model is %s, which has no adapter to merge; nothing exported", selected)
+        return None
+    val_files = [item.path for item in plan.files if item.role == "val"]
+    return export_merged(plan.config.base_model, spec.adapter, out_dir, dtype=dtype,
+                         check_examples=val_files[0] if val_files else None)
