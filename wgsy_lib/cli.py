@@ -26,6 +26,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
 
 
 def build_parser() -> argparse.ArgumentParser:
