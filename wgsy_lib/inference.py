@@ -237,9 +237,9 @@ def run_in_batches(examples: Sequence[EvalExample], batch_size: int, run_batch: 
                     if size == 1:
                         raise ModelError(f"out of memory at batch size 1 while running {chunk[0][0].key}; "
                                          "use a smaller model, 4-bit loading, or a device with more memory") from error
-                    size = max(1, size // 2)
+                    failed_size, size = len(chunk), max(1, len(chunk) // 2)
                     _free_memory()
-                    logger.warning("out of memory at batch size %d; retrying with batch size %d", size * 2, size)
+                    logger.warning("out of memory at batch size %d; retrying with batch size %d", failed_size, size)
                     continue
                 loaded = loaded[len(chunk):]
             position += len(batch)

@@ -90,20 +90,23 @@ def save_figure(figure: Figure, path: str | Path, what: str) -> Path:
 
 
 def show_image_file(path: str | Path, *, kind: str = PLOT_KIND) -> None:
-    """Display a PNG in the notebook, marked in the output metadata as a plot or a photo."""
+    """Display a PNG file in the notebook, marked in the output metadata as a plot or a photo."""
+    show_png(Path(path).read_bytes(), kind=kind)
+
+
+def show_png(data: bytes, *, kind: str = PLOT_KIND) -> None:
+    """Display PNG bytes in the notebook, marked in the output metadata as a plot or a photo."""
     from IPython.display import Image, display
 
-    display(Image(data=Path(path).read_bytes(), format="png"), metadata={OUTPUT_METADATA_KEY: {"kind": kind}})
+    display(Image(data=data, format="png"), metadata={OUTPUT_METADATA_KEY: {"kind": kind}})
 
 
 def show_figure(figure: Figure) -> None:
     """Display a matplotlib figure in the notebook as a marked plot, then close it."""
-    from IPython.display import Image, display
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI)
     plt.close(figure)
-    display(Image(data=buffer.getvalue(), format="png"), metadata={OUTPUT_METADATA_KEY: {"kind": PLOT_KIND}})
+    show_png(buffer.getvalue(), kind=PLOT_KIND)
 
 
 def _short(name: str) -> str:
