@@ -228,7 +228,9 @@ def _grid_specs(runs_dir: Path, *, include_checkpoints: bool) -> list[ModelSpec]
     for cell in sorted(path for path in runs_dir.iterdir() if path.is_dir()):
         adapter = cell / "adapter"
         if not (adapter / ADAPTER_WEIGHTS).is_file() or not (cell / "metrics.json").is_file():
-            logger.warning("skipped grid cell %s: not finished (needs adapter/%s and metrics.json)", cell, ADAPTER_WEIGHTS)
+            if adapter.is_dir() or (cell / "run_card.json").is_file():
+                logger.warning("skipped grid cell %s: not finished (needs adapter/%s and metrics.json)",
+                               cell, ADAPTER_WEIGHTS)
             continue
         specs.append(ModelSpec(_slug(cell.name), adapter, run_dir=cell))
         if include_checkpoints:
@@ -516,6 +518,16 @@ def show_example_photos(results: EvaluationResults) -> pd.DataFrame:
             show_png(encode_image(image, image_format="PNG")[0], kind=PHOTO_KIND)
             rows.append({"line": record["line"], "label": record["label"], "predicted": record["predicted"]})
     return pd.DataFrame(rows)
+
+
+def selected_per_class_table(results: EvaluationResults) -> pd.DataFrame:
+    """Per-class scores of the selected model (or the first model) on the first test file."""
+    config = results.plan.config
+    model = results.selection.get("selected") or results.plan.models[0].name
+    test_file = next(item for item in results.plan.files if item.role == "test")
+    table = per_class_table(results.metrics[(model, test_file.name, config.selection_mode)])
+    table.insert(0, "model", model)
+    return table
 
 
 def _summary(metrics: dict[str, Any], *, intervals: bool = True) -> dict[str, Any]:

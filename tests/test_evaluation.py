@@ -1,0 +1,139 @@
+"""The 04_evaluate stage: parameters, model discovery, a headless run and its HTML report."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from eval_helpers import make_adapter, make_photos, write_eval_jsonl
+from wgsy_lib.errors import ConfigError, ModelError
+from wgsy_lib.evaluation import EvaluateConfig, discover_models
+from wgsy_lib.report import export_html, image_outputs
+from wgsy_lib.runner import run_notebook
+
+
+@pytest.fixture(scope="module")
+def evaluation_inputs(tmp_path_factory, tiny_model_dir, labels):
+    """A grid folder with two adapter cells (one unfinished cell beside them) and val/test files."""
+    root = tmp_path_factory.mktemp("evaluate")
+    grid = root / "grid"
+    make_adapter(tiny_model_dir, grid / "r4_seed1", seed=1)
+    make_adapter(tiny_model_dir, grid / "r4_seed2", seed=2)
+    (grid / "unfinished" / "adapter").mkdir(parents=True)
+    val = write_eval_jsonl(root / "data" / "val.jsonl", make_photos(root / "photos", 8, seed=1), labels, split="val")
+    test = write_eval_jsonl(root / "data" / "test.jsonl", make_photos(root / "photos", 8, seed=2), labels)
+    return {"root": root, "grid": grid, "val": val, "test": test}
+
+
+def _parameters(tiny_model_dir, inputs, **overrides):
+    values = {
+        "base_model": str(tiny_model_dir), "runs_dir": str(inputs["grid"]), "val_file": str(inputs["val"]),
+        "test_files": [str(inputs["test"])], "batch_size": 4, "max_new_tokens": 12, "n_bootstrap": 50,
+        "output_dir": str(inputs["root"] / "out"),
+    }
+    values.update(overrides)
+    return values
+
+
+def test_headless_run_compares_base_and_two_adapters(tmp_path, tiny_model_dir, evaluation_inputs):
+    parameters = _parameters(tiny_model_dir, evaluation_inputs)
+    output = tmp_path / "04_evaluate.ipynb"
+    run = run_notebook("04_evaluate", output, parameters, timeout_s=600)
+    assert run.ok, run.log_file.read_text()[-3000:]
+
+    out = evaluation_inputs["root"] / "out"
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["model"]) == {"base", "r4_seed1", "r4_seed2"}
+    assert set(comparison["mode"]) == {"score", "generate"}
+    assert set(comparison["file"]) == {"val", "test"}
+    assert (comparison["chance_balanced_accuracy"] == 0.25).all()
+
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["selected"] in {"r4_seed1", "r4_seed2"}
+    assert "test" in selection["test"]
+
+    for mode in ("score", "generate"):
+        folder = out / "r4_seed1" / "test" / mode
+        for name in ("predictions.jsonl", "errors.jsonl", "metrics.json", "confusion_matrix.png"):
+            assert (folder / name).is_file(), f"{folder / name} missing"
+    score_lines = (out / "base" / "test" / "score" / "predictions.jsonl").read_text().splitlines()
+    assert len(score_lines) == 8
+    assert set(json.loads(score_lines[0])["probabilities"]) == {"Williams syndrome", "Down syndrome",
+                                                                "Goldenhar syndrome", "healthy control"}
+    generated = json.loads((out / "base" / "test" / "generate" / "predictions.jsonl").read_text().splitlines()[0])
+    assert {"raw_output", "parsed", "status", "predicted"} <= set(generated)
+    metrics = json.loads((out / "r4_seed2" / "test" / "score" / "metrics.json").read_text())
+    assert "accuracy" in metrics["intervals"]
+    assert (out / "r4_seed2" / "test" / "score" / "roc.png").is_file()
+
+    # The two adapters must really change the model: identical probabilities would mean the adapter was ignored.
+    base_scores = json.loads(score_lines[0])["probabilities"]
+    adapter_line = (out / "r4_seed1" / "test" / "score" / "predictions.jsonl").read_text().splitlines()[0]
+    assert json.loads(adapter_line)["probabilities"] != base_scores
+
+    executed = nbformat.read(output, as_version=4)
+    marks = image_outputs(executed)
+    assert marks, "the executed notebook shows no plots"
+    assert all(mark == "plot" for _cell, mark in marks)
+    html = export_html(output, exclude_code=True)
+    text = html.read_text()
+    assert "Secondary" in text
+    assert "start_notebook(EvaluateConfig" not in text
+
+
+def test_missing_base_model_message():
+    with pytest.raises(ConfigError, match="base_model is empty"):
+        EvaluateConfig.from_mapping({"test_files": ["x.jsonl"], "output_dir": "out"})
+
+
+def test_missing_test_files_message():
+    with pytest.raises(ConfigError, match="no test files"):
+        EvaluateConfig.from_mapping({"base_model": "m", "output_dir": "out"})
+
+
+def test_unknown_mode_message():
+    with pytest.raises(ConfigError, match="modes must be"):
+        EvaluateConfig.from_mapping({"base_model": "m", "output_dir": "o", "test_files": ["t"], "modes": ["sample"]})
+
+
+def test_auc_selection_needs_scoring():
+    with pytest.raises(ConfigError, match="auc_macro"):
+        EvaluateConfig.from_mapping({"base_model": "m", "output_dir": "o", "test_files": ["t"], "modes": ["generate"],
+                                     "selection_mode": "generate", "selection_metric": "auc_macro"})
+
+
+def test_modes_from_papermill_string():
+    config = EvaluateConfig.from_mapping({"base_model": "m", "output_dir": "o", "test_files": "a.jsonl, b.jsonl",
+                                          "modes": "[score]"})
+    assert config.test_files == ["a.jsonl", "b.jsonl"]
+    assert config.modes == ["score"]
+
+
+def test_discover_models_skips_unfinished_cells(tiny_model_dir, evaluation_inputs):
+    config = EvaluateConfig.from_mapping(_parameters(tiny_model_dir, evaluation_inputs))
+    names = [spec.name for spec in discover_models(config)]
+    assert names == ["base", "r4_seed1", "r4_seed2"]
+
+
+def test_adapter_without_weights_message(tmp_path, tiny_model_dir, evaluation_inputs):
+    config = EvaluateConfig.from_mapping(_parameters(tiny_model_dir, evaluation_inputs, runs_dir="",
+                                                     adapters=[str(tmp_path)]))
+    with pytest.raises(ConfigError, match="has no adapter_model.safetensors"):
+        discover_models(config)
+
+
+def test_mismatched_adapter_is_error(tmp_path, tiny_model_dir):
+    from wgsy_lib.model_loading import attach_adapter, load_for_evaluation
+    from safetensors.torch import load_file, save_file
+
+    run_dir = make_adapter(tiny_model_dir, tmp_path / "cell", seed=3)
+    weights_file = run_dir / "adapter" / "adapter_model.safetensors"
+    weights = load_file(weights_file)
+    renamed = {key.replace("q_proj", "not_a_layer"): value for key, value in weights.items()}
+    save_file(renamed, weights_file)
+    model, _processor = load_for_evaluation(str(tiny_model_dir), device="cpu", dtype="fp32")
+    with pytest.raises(ModelError, match="does not match"):
+        attach_adapter(model, run_dir / "adapter")
