@@ -18,3 +18,14 @@ def labels():
     from wgsy_lib.labels import load_labels
 
     return load_labels()
+
+
+# --- Offline assets (tiny model, phantom cohort), built once and cached under wgsy_lib.paths.cache_dir().
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir():
+    """Folder of the tiny Gemma 3 model (default settings), loadable with the Auto classes."""
+    from wgsy_lib.tiny_model import tiny_model_path
+
+    return tiny_model_path()
