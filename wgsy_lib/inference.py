@@ -339,6 +339,9 @@ def score_batch(model, processor, examples: Sequence[EvalExample], images: Seque
                 classes: Sequence[str], prefix_ids: Sequence[Sequence[int]]) -> list[LabelScores]:
     """Score all classes for one batch in a single forward pass over (example, class) sequences."""
     encoded = encode_prompts(processor, examples, images)
+    # NOTE: each photo goes through the vision tower once per class (K copies of pixel_values). Running
+    # the prompt once and scoring the K prefixes from its KV cache would cut the vision cost by K at
+    # MedGemma scale; not done yet.
     inputs, prefix_lengths = _expand_with_prefixes(encoded, prefix_ids, processor.tokenizer.pad_token_id)
     inputs = _to_model(inputs, model)
     longest = max(prefix_lengths)
