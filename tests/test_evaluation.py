@@ -138,3 +138,71 @@ def test_mismatched_adapter_is_error(tmp_path, tiny_model_dir):
     model, _processor = load_for_evaluation(str(tiny_model_dir), device="cpu", dtype="fp32")
     with pytest.raises(ModelError, match="does not match"):
         attach_adapter(model, run_dir / "adapter")
+
+
+def _notebook_with_images():
+    import base64
+
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    cells = [
+        new_code_cell("show_plots(results)", outputs=[new_output("display_data", data={"image/png": png},
+                                                                 metadata={"wgsy": {"kind": "plot"}})]),
+        new_code_cell("show_example_photos(results)", outputs=[new_output("display_data", data={"image/png": png},
+                                                                          metadata={"wgsy": {"kind": "photo"}})]),
+        new_code_cell("Image.open(path)", outputs=[new_output("execute_result", data={"image/png": png, "text/plain": "img"},
+                                                              execution_count=1)]),
+        new_code_cell("HTML(...)", outputs=[new_output("display_data", data={"text/html": f'<img src="data:image/png;base64,{png}">'})]),
+        new_code_cell("1 + 1", outputs=[new_output("execute_result", data={"text/plain": "2"}, execution_count=2)]),
+    ]
+    return new_notebook(cells=cells)
+
+
+def test_report_keeps_plots_and_removes_photos(tmp_path):
+    path = tmp_path / "run.ipynb"
+    nbformat.write(_notebook_with_images(), path)
+    html = export_html(path).read_text()
+    # The page template carries one small CSS image of its own; count images in <img> tags only.
+    assert html.count('src="data:image/') == 1
+    assert "image removed from this report" in html
+
+
+def test_report_includes_marked_photos_on_request(tmp_path):
+    from wgsy_lib.report import remove_photos
+
+    cleaned, removed = remove_photos(_notebook_with_images(), include_photos=True)
+    assert removed == 2
+    assert [mark for _cell, mark in image_outputs(cleaned)] == ["plot", "photo"]
+
+
+def test_report_cli_without_code(tmp_path):
+    from wgsy_lib.cli import main
+
+    path = tmp_path / "run.ipynb"
+    nbformat.write(_notebook_with_images(), path)
+    assert main(["report", str(path), "--no-code", "--output", str(tmp_path / "report.html")]) == 0
+    text = (tmp_path / "report.html").read_text()
+    assert "show_example_photos(results)" not in text
+    assert text.count('src="data:image/') == 1
+
+
+def test_report_missing_notebook_message(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        export_html(tmp_path / "missing.ipynb")
+
+
+def test_plots_draw_missing_class_and_roc(tmp_path):
+    import numpy as np
+
+    from wgsy_lib.metrics import classification_metrics
+    from wgsy_lib.plots import plot_confusion_matrix, plot_roc_curves, save_figure
+
+    classes = ["Williams syndrome", "Down syndrome", "Goldenhar syndrome", "healthy control"]
+    y_true = ["Williams syndrome", "Down syndrome", "healthy control", "Down syndrome"]
+    probabilities = np.full((4, 4), 0.25)
+    with pytest.warns(Warning):
+        metrics = classification_metrics(y_true, ["Williams syndrome", "Unknown", "healthy control", "Down syndrome"],
+                                         classes, probabilities=probabilities, n_bootstrap=0)
+    assert save_figure(plot_confusion_matrix(metrics), tmp_path / "cm.png", "confusion matrix").stat().st_size > 0
+    assert save_figure(plot_roc_curves(metrics), tmp_path / "roc.png", "ROC").stat().st_size > 0
