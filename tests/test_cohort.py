@@ -219,11 +219,13 @@ def legacy_tree(tmp_path):
         {"image": "hc/c.jpg", "label": 0, "model_raw_response": "I cannot describe this face."},
         {"image": "hc/d.jpg", "label": "healthy control",
          "annotation": {"facial_features": {"lip_fullness": "normal", "chin_size": "small or prominent"}}},
-        {"image": "/old/machine/project/data/ds/e.jpg", "label": "Down syndrome", "age": 4, "hospital": "A"},
+        {"image": "/old/machine/project/data/ds/e.jpg", "label": "Down syndrome", "age": 4, "sex": "F", "hospital": "A"},
         {"image": "/old/machine/elsewhere/zzz.jpg", "label": 0},
         {"image": "x/f.jpg", "label": "maybe syndromic"},
         {"image": "x/missing.jpg", "label": 0},
         {"label": 1},
+        {"image": "C:\\Users\\wgsy\\data\\x\\g.jpg", "label": "yes"},
+        {"image": "x\\g.jpg", "label": "no"},
     ]
     path = tmp_path / "train_ws_features.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
@@ -240,17 +242,21 @@ def test_legacy_labels_and_paths(legacy_tree, labels):
     assert frame.loc["hc/d.jpg", "label"] == CONTROL
     assert frame.loc["ds/e.jpg", "label"] == DOWN
     assert frame.loc["ds/e.jpg", "age"] == 4
+    assert frame.loc["ds/e.jpg", "sex"] == "female"
     assert frame.loc["ds/e.jpg", "hospital"] == "A"
     assert frame.loc["x/f.jpg", "label"] == "Unknown"
     assert frame.loc["x/f.jpg", "label_raw"] == "maybe syndromic"
     assert frame.loc["ws/a.jpg", "subject_id"] == "legacy:ws/a.jpg"
+    # Windows paths: an absolute one found by its tail, a relative one with backslashes.
+    windows_rows = result.frame[result.frame["image"] == "x/g.jpg"]
+    assert windows_rows["label"].tolist() == [WILLIAMS, CONTROL]
 
 
 def test_legacy_problems(legacy_tree, labels):
     path, root = legacy_tree
     result = import_legacy(path, root, labels)
-    assert _problems(result, "path_remapped")["image"].tolist() == ["ds/e.jpg"]
-    assert _problems(result, "path_remapped")["action"].tolist() == ["kept"]
+    assert _problems(result, "path_remapped")["image"].tolist() == ["ds/e.jpg", "x/g.jpg"]
+    assert _problems(result, "path_remapped")["action"].tolist() == ["kept", "kept"]
     [outside] = _problems(result, "outside_data_root").to_dict("records")
     assert "record 6" in outside["detail"]
     assert "/old/machine/elsewhere/zzz.jpg" in outside["detail"]
@@ -414,6 +420,22 @@ def test_validate_reports_every_problem_with_row(messy_cohort, labels):
     assert clean["image"].tolist() == ["a.jpg"]
 
 
+def test_validate_catches_jpeg_missing_its_tail(tmp_path, labels):
+    # Validation decodes at reduced scale for speed; a file cut near its end must still fail.
+    root = tmp_path / "p"
+    rows, columns = np.mgrid[0:800, 0:600]
+    pixels = np.stack([rows % 256, columns % 256, (rows + columns) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(pixels).save(root.mkdir() or root / "whole.jpg", quality=90)
+    data = (root / "whole.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[: int(len(data) * 0.9)])
+    frame = _manifest([{"image": "whole.jpg", "subject_id": "S1", "label": CONTROL},
+                       {"image": "cut.jpg", "subject_id": "S2", "label": CONTROL}])
+    clean, problems = validate_cohort(frame, root, labels)
+    assert clean["image"].tolist() == ["whole.jpg"]
+    assert problems["problem"].tolist() == ["unreadable_image"]
+    assert "cut.jpg is truncated or corrupt" in problems.iloc[0]["detail"]
+
+
 def test_validate_adds_sha256(messy_cohort, labels):
     frame, root = messy_cohort
     clean, _ = validate_cohort(frame, root, labels)
@@ -488,9 +510,15 @@ def test_import_and_validate_500_photos(tmp_path, labels):
     from wgsy_lib.images import file_sha256
 
     root = tmp_path / "big"
+    rows, columns = np.mgrid[0:1600, 0:1200]
     for index in range(500):
         folder = ["WS", "DS", "Goldenhar", "controls"][index % 4]
-        _photo(root / folder / f"S{index // 5:03d}" / f"{index}.jpg", index, size=(1200, 1600))
+        # A smooth picture compresses like a photo (random noise would be several times larger).
+        pixels = np.stack([(rows + index) % 256, (columns * 2) % 256, (rows + columns) % 256], axis=-1)
+        pixels[:16, :16] = (index % 256, 128 * (index // 256), 0)  # makes every file unique
+        path = root / folder / f"{folder}-S{index // 20:02d}" / f"{index}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8), mode="RGB").save(path, quality=90)
     start = time.perf_counter()
     for path in root.rglob("*.jpg"):
         file_sha256(path)
@@ -503,3 +531,48 @@ def test_import_and_validate_500_photos(tmp_path, labels):
     assert len(clean) == 500
     print(f"\nimport+validate 500 photos (1200x1600 JPEG): {elapsed:.2f} s; hashing alone {baseline:.2f} s; "
           f"ratio {elapsed / baseline:.1f}")
+
+
+def test_validate_finds_phantom_planted_duplicates(tmp_path, labels):
+    from wgsy_lib.manifest import data_root_for, read_manifest
+    from wgsy_lib.phantom import make_phantom_cohort
+
+    cohort = make_phantom_cohort(tmp_path / "phantom", subjects_per_class=2, photos_per_subject=2, image_size=64,
+                                 duplicate_rate=0.5, workers=1)
+    frame = read_manifest(cohort.manifest)
+    clean, problems = validate_cohort(frame, data_root_for(cohort.manifest), labels)
+    exact = frame[frame["duplicate_kind"] == "exact"]
+    assert len(exact) > 0
+    excluded = set(problems.loc[problems["action"] == "excluded", "image"])
+    assert set(exact["image"]) == excluded
+    assert set(problems["problem"]) == {"duplicate_image"}
+    assert problems["detail"].str.contains("likely one person under two ids").all()
+    assert len(clean) == len(frame) - len(exact)
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"image": "../outside.jpg"}, "invalid_path"),
+    ({"image": "/etc/hosts"}, "invalid_path"),
+    ({"subject_id": " "}, "invalid_value"),
+    ({"sex": "F"}, "invalid_value"),
+    ({"age": "seven"}, "invalid_value"),
+    ({"age": 150}, "invalid_value"),
+    ({"split": "training"}, "invalid_value"),
+])
+def test_validate_rejects_values_manifest_reader_would(tmp_path, labels, values, expected):
+    root = tmp_path / "p"
+    _photo(root / "a.jpg", 1)
+    frame = _manifest([{"image": "a.jpg", "subject_id": "S1", "label": CONTROL, **values}])
+    clean, problems = validate_cohort(frame, root, labels)
+    assert clean.empty
+    assert problems["problem"].tolist() == [expected]
+    assert problems["action"].tolist() == ["excluded"]
+
+
+def test_validate_clean_manifest_reads_back(clinic_tree, labels, tmp_path):
+    from wgsy_lib.manifest import read_manifest, write_manifest
+
+    result = import_folders(clinic_tree, labels)
+    clean, _ = validate_cohort(result.frame, result.data_root, labels)
+    path = write_manifest(clean, tmp_path / "m.csv", data_root=result.data_root)
+    assert len(read_manifest(path)) == len(clean)

@@ -26,13 +26,14 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
-register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
+register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
          add_arguments="add_tiny_model_arguments", run="run_tiny_model")
 register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders, UTKFace or legacy files",
          add_arguments="add_import_arguments", run="run_import")
 register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its photos",
          add_arguments="add_validate_arguments", run="run_validate")
+register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,14 @@
 """`wgsy import ...` and `wgsy validate ...`: build a cohort manifest and check it.
 
-Every import writes, in the folder of `--out`: the clean manifest (`--out`), `imported.csv` (every row
-the importer built, before validation; the `row` numbers of the problem report refer to it),
-`problems.csv` (every problem with its row) and `cohort.json` (the data root). Paths given on the
-command line are relative to the current folder, as in any shell command.
+Every import writes four files into the folder of `--out`:
+
+- the clean manifest (`--out`), holding the rows that passed validation;
+- `imported.csv`, every row the importer built before validation (the problem report's `row` numbers
+  are its lines);
+- `problems.csv`, every problem with its row;
+- `cohort.json`, the data root and the import settings.
+
+Paths given on the command line are relative to the current folder, as in any shell command.
 """
 
 from __future__ import annotations

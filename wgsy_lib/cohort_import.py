@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 UTKFACE_SOURCE = "UTKFace"
 UTKFACE_LABEL = "healthy control"
-# The UTKFace authors' coding (https://susanqq.github.io/UTKFace/): gender 0 male, 1 female; race 0 White,
-# 1 Black, 2 Asian, 3 Indian, 4 Others (Hispanic, Latino, Middle Eastern); age 0 to 116 years.
+# UTKFace's file-name coding, as its authors publish it with the dataset. Gender 0 is male and 1 female.
+# Race 0 is White, 1 Black, 2 Asian, 3 Indian, 4 Others (Hispanic, Latino, Middle Eastern). Ages run 0-116.
 UTKFACE_SEX = {0: "male", 1: "female"}
 UTKFACE_ETHNICITY = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 UTKFACE_MAX_AGE = 116
@@ -82,13 +82,13 @@ def import_folders(root: str | Path, labels: LabelSet, *, subject_pattern: str |
                     "not_an_image_file", f"extension {photo.suffix or '(none)'!r} is not an image format WGSY reads "
                     "(jpg, jpeg, png, webp, bmp, tif, gif); convert it or remove it", image=relative))
                 continue
-            subject_id, how = _folder_subject(photo, entry, pattern)
+            subject_id, kind = _folder_subject(photo, entry, pattern)
             if subject_id is None:
                 result.problems.append(problem(
                     "subject_pattern_mismatch", f"subject pattern {subject_pattern!r} does not match the file name "
                     f"{photo.stem!r}; rename the photo or fix the pattern", image=relative))
                 continue
-            own_subject_photos += how == "own"
+            own_subject_photos += kind == "own"
             rows.append(_row(relative, subject_id, label.label, entry.name, source))
 
     if own_subject_photos:
@@ -178,7 +178,10 @@ def merge_manifests(parts: list[tuple[pd.DataFrame, str | Path]]) -> tuple[pd.Da
         if prefix != ".":
             moved["image"] = [f"{prefix}/{image}" for image in moved["image"]]
         frames.append(moved)
-    merged = pd.concat(frames, ignore_index=True).fillna("")
+    merged = pd.concat(frames, ignore_index=True)
+    for column in merged.columns:
+        if column != "age":  # the only numeric column; its gaps stay NaN (unknown age)
+            merged[column] = merged[column].astype(object).where(merged[column].notna(), "")
     logger.info("merged %d manifests (%d photos) under the common data root %s", len(parts), len(merged), common)
     return merged, common
 

@@ -7,7 +7,7 @@ Those files are a JSON list of records, each with `image` (absolute or relative 
     {"image": ..., "label": 1, "model_raw_text": "```json {...} ```"}   (or "model_raw_response")
     {"image": ..., "label": "Williams syndrome", "annotation": {"facial_features": {...}}}
 
-The earlier scripts told the model the diagnosis, so the kept annotations are stored with mode
+The earlier scripts put the diagnosis in the prompt, so the kept annotations are stored with mode
 `label_conditioned`: usable to augment training examples, never as input of a validation or test
 example.
 """
@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .annotation_store import AnnotationRecord, AnnotationStore
 from .cohort_common import ImportResult, problem
@@ -28,6 +29,7 @@ from .errors import DataError
 from .features import TYPICAL, UNCERTAIN, FeatureSchema, load_features
 from .images import file_sha256
 from .labels import LabelSet
+from .log import log_written
 from .manifest import MANIFEST_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -47,15 +49,19 @@ _UNCERTAIN_WORDS = frozenset({"uncertain", "unknown", "unclear", "n a", "na", "c
                               "indeterminate"})
 _NOT_VISIBLE_WORDS = frozenset({"not visible", "not shown", "hidden", "obscured"})
 _EXPLANATION_KEYS = ("explanation", "reasoning", "summary", "description")
+_SEX_CODES = {"f": "female", "female": "female", "woman": "female", "girl": "female", "女": "female",
+              "m": "male", "male": "male", "man": "male", "boy": "male", "男": "male"}
+# Label texts the earlier scripts' binary coding used; anything else is read as a class name.
+_BINARY_TEXTS = frozenset({"0", "1", "yes", "no", "true", "false"})
 
 
 def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, features: FeatureSchema | None = None,
                   annotations_out: str | Path | None = None, source: str = "legacy") -> ImportResult:
     """Build manifest rows from an earlier WGSY annotation file; keep its annotations in a store.
 
-    Image paths resolve against `data_root`. An absolute path outside it (the file was written on
-    another machine) is looked up under `data_root` by its trailing path components; a match is
-    reported as `path_remapped` and kept. Annotations are appended to `annotations_out` (an
+    Image paths resolve against `data_root`. An absolute path outside it usually comes from another
+    machine, so it is looked up under `data_root` by its trailing path components. A match is kept
+    and reported as `path_remapped`. Annotations are appended to `annotations_out` (an
     annotation store) when given, skipping keys the store already holds.
     """
     path = Path(path)
@@ -68,7 +74,7 @@ def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, 
     rows: list[dict[str, Any]] = []
     annotations: list[AnnotationRecord] = []
 
-    for number, record in enumerate(records, start=1):
+    for number, record in enumerate(tqdm(records, desc="reading legacy records", unit="record", leave=False), start=1):
         where = f"{path.name} record {number}"
         if not isinstance(record, dict) or not str(record.get("image") or "").strip():
             result.problems.append(problem("bad_legacy_record", f"{where} has no 'image' path; expected an object with "
@@ -156,15 +162,21 @@ def _read_records(path: Path) -> list[Any]:
 
 
 def _resolve_image(image: str, root: Path) -> tuple[str | None, bool]:
-    candidate = Path(image).expanduser()
-    if not candidate.is_absolute():
-        return candidate.as_posix(), False
-    try:
-        return candidate.resolve().relative_to(root).as_posix(), False
-    except ValueError:
-        pass
+    windows = PureWindowsPath(image)
+    if "\\" in image or windows.drive:
+        # Written on Windows (C:\data\ws\a.jpg or ws\a.jpg): read it with Windows rules.
+        if not (windows.drive or windows.root):
+            return "/".join(windows.parts), False
+        parts = windows.parts[1:]
+    else:
+        candidate = Path(image).expanduser()
+        if not candidate.is_absolute():
+            return candidate.as_posix(), False
+        try:
+            return candidate.resolve().relative_to(root).as_posix(), False
+        except ValueError:
+            parts = candidate.parts[1:]
     # Written on another machine: the longest trailing part of the path that exists under the root.
-    parts = candidate.parts[1:]
     for start in range(len(parts)):
         tail = Path(*parts[start:])
         if (root / tail).is_file():
@@ -173,8 +185,10 @@ def _resolve_image(image: str, root: Path) -> tuple[str | None, bool]:
 
 
 def _record_label(value: Any, labels: LabelSet):
-    if isinstance(value, bool) or isinstance(value, (int, float)) or str(value).strip() in {"0", "1"}:
-        return labels.from_binary(int(value) if not isinstance(value, str) else value)
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return labels.from_binary(int(value))
+    if str(value).strip().lower() in _BINARY_TEXTS:
+        return labels.from_binary(value)
     return labels.normalize(value)
 
 
@@ -188,6 +202,8 @@ def _manifest_row(record: dict[str, Any], relative: str, subject_id: str, label,
     for column in ("age", "sex", "ethnicity"):
         if column in record and record[column] not in (None, ""):
             row[column] = record[column]
+    # Unrecognised sex codes stay as they are, and validation reports them.
+    row["sex"] = _SEX_CODES.get(str(row["sex"]).strip().casefold(), row["sex"])
     return row
 
 
@@ -238,7 +254,7 @@ def _store_annotations(annotations: list[AnnotationRecord], path: Path) -> None:
         store.append(annotation)
         known.add(annotation.key)
         added += 1
-    logger.info("wrote legacy annotations: %s (%d added, %d already there)", path, added, len(annotations) - added)
+    log_written(path, f"legacy annotations ({added} added, {len(annotations) - added} already there)")
 
 
 def _fold(text: str) -> str:
