@@ -159,3 +159,14 @@ def test_true_label_outside_classes_is_rejected():
 def test_probability_shape_is_checked():
     with pytest.raises(DataError, match="one column per class"):
         classification_metrics([WS], [WS], CLASSES, probabilities=np.ones((1, 2)), n_bootstrap=0)
+
+
+def test_rank_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from wgsy_lib.metrics import _rank_auc
+
+    rng = np.random.default_rng(1)
+    positive = rng.random(40) < 0.3
+    scores = np.round(rng.random(40), 1)  # rounded, so ties occur
+    assert _rank_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores))
