@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -29,3 +30,15 @@ def tiny_model_dir():
     from wgsy_lib.tiny_model import tiny_model_path
 
     return tiny_model_path()
+
+
+@pytest.fixture(autouse=True)
+def _restore_wgsy_logging():
+    # setup_logging() (called by the CLI and by notebooks run in-process) gives the wgsy_lib logger its
+    # own handler and turns propagation off; undo that so later tests that capture logs still see them.
+    logger = logging.getLogger("wgsy_lib")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)

@@ -1,7 +1,6 @@
 """The `wgsy import` and `wgsy validate` commands, run in-process on small trees."""
 
 import json
-import logging
 
 import numpy as np
 import pandas as pd
@@ -10,18 +9,6 @@ from PIL import Image
 
 from wgsy_lib.cli import main
 from wgsy_lib.manifest import read_manifest
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    # main() configures the wgsy_lib logger for a terminal (own handler, no propagation); undo that so
-    # later tests that capture logs still see them.
-    logger = logging.getLogger("wgsy_lib")
-    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
-    yield
-    logger.handlers[:] = handlers
-    logger.propagate = propagate
-    logger.setLevel(level)
 
 
 def _photo(path, seed):

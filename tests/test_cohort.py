@@ -221,8 +221,8 @@ def legacy_tree(tmp_path):
          "annotation": {"facial_features": {"lip_fullness": "normal", "chin_size": "small or prominent"}}},
         {"image": "/old/machine/project/data/ds/e.jpg", "label": "Down syndrome", "age": 4, "sex": "F", "hospital": "A"},
         {"image": "/old/machine/elsewhere/zzz.jpg", "label": 0},
-        {"image": "x/f.jpg", "label": "maybe syndromic"},
-        {"image": "x/missing.jpg", "label": 0},
+        {"image": "x/f.jpg", "label": "maybe syndromic", "age": "about 5"},
+        {"image": "x/missing.jpg", "label": 0, "parsed_annotation": {"forehead": "broad"}},
         {"label": 1},
         {"image": "C:\\Users\\wgsy\\data\\x\\g.jpg", "label": "yes"},
         {"image": "x\\g.jpg", "label": "no"},
@@ -270,6 +270,7 @@ def test_legacy_validation_flags_unknown_and_missing(legacy_tree, labels):
     assert _problems(problems, "unknown_label")["image"].tolist() == ["x/f.jpg"]
     assert "label 'Unknown' (raw 'maybe syndromic')" in _problems(problems, "unknown_label").iloc[0]["detail"]
     assert _problems(problems, "missing_file")["image"].tolist() == ["x/missing.jpg"]
+    assert "age 'about 5' must be a number of years" in _problems(problems, "invalid_value").iloc[0]["detail"]
     assert len(clean) == 5
 
 
@@ -307,6 +308,14 @@ def test_legacy_annotations_kept(legacy_tree, labels, tmp_path):
     assert nested.features["lip_fullness"] == "typical"
     assert nested.features["chin_size"] == "uncertain"
     assert nested.out_of_schema == ["chin_size=small or prominent"]
+
+
+def test_legacy_annotation_of_missing_image_counted(legacy_tree, labels, tmp_path, caplog):
+    path, root = legacy_tree
+    with caplog.at_level("WARNING", logger="wgsy_lib"):
+        import_legacy(path, root, labels, annotations_out=tmp_path / "a.jsonl")
+    assert "1 annotations in" in caplog.text
+    assert "not kept because their image is missing" in caplog.text
 
 
 def test_legacy_rerun_does_not_duplicate_annotations(legacy_tree, labels, tmp_path):

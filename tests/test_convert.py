@@ -318,3 +318,15 @@ def test_column_split_error_names_manifest_line(cohort, tmp_path):
     frame.to_csv(cohort, index=False)
     with pytest.raises(DataError, match=r"row 7: split '' is not one of"):
         convert(_config(cohort, tmp_path / "out", split_method="column", unknown_label="skip"))
+
+
+def test_rerun_removes_other_methods_files(cohort, tmp_path):
+    output = tmp_path / "out"
+    convert(_config(cohort, output))
+    convert(_config(cohort, output, split_method="kfold", folds=2, test_fraction=0.0))
+    assert not (output / "train.jsonl").exists()
+    assert not (output / "test.jsonl").exists()
+    assert (output / "fold_1" / "val.jsonl").is_file()
+    convert(_config(cohort, output))
+    assert not (output / "fold_0").exists()
+    assert (output / "train.jsonl").is_file()

@@ -1,5 +1,5 @@
 """02_convert on a cohort imported from the earlier scripts' annotation file: their annotations were
-written by a model told the diagnosis, so they may fill train answers only and never reach a
+written by a model given the diagnosis, so they may fill train answers only and never reach a
 validation or test example."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def legacy_cohort(tmp_path, labels):
     return manifest, store
 
 
-def test_legacy_notebook_keeps_conditioned_features_out_of_val_test(legacy_cohort, tmp_path):
+def test_legacy_features_stay_in_train(legacy_cohort, tmp_path):
     manifest, store = legacy_cohort
     parameters = yaml.safe_load((params_dir() / "demo" / "02_convert.yaml").read_text(encoding="utf-8"))
     parameters.update(manifest=str(manifest), annotations=[str(store)], output_dir=str(tmp_path / "out"),

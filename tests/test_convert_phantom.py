@@ -20,7 +20,7 @@ def phantom_for_convert():
     return phantom_cohort_path()
 
 
-def test_phantom_notebook_keeps_planted_duplicates_together(phantom_for_convert, tmp_path):
+def test_phantom_planted_duplicates_together(phantom_for_convert, tmp_path):
     cohort = phantom_for_convert
     parameters = yaml.safe_load((params_dir() / "demo" / "02_convert.yaml").read_text(encoding="utf-8"))
     parameters.update(manifest=str(cohort.manifest), annotations=[str(cohort.annotations)],

@@ -101,3 +101,10 @@ def test_write_logs_paths(tmp_path, caplog):
     assert f"wrote cohort card: {tmp_path / 'cohort.json'}" in caplog.text
     card = json.loads((tmp_path / "cohort.json").read_text())
     assert card == {"importer": "test", "data_root": str(tmp_path.resolve())}
+
+
+def test_write_keeps_non_numeric_age_for_reader_to_report(tmp_path):
+    frame = pd.DataFrame([{"image": "a.jpg", "subject_id": "s", "label": "healthy control", "age": "4 years"}])
+    path = write_manifest(frame, tmp_path / "m.csv")
+    with pytest.raises(DataError, match="row 2 \\(a.jpg\\): age '4 years' is not a number of years"):
+        read_manifest(path)

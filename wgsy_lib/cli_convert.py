@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from .convert import ConvertConfig
 from .paths import resolve_path
 from .runner import run_notebook
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

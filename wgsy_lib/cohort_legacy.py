@@ -73,6 +73,7 @@ def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, 
     result = ImportResult(frame=pd.DataFrame(columns=MANIFEST_COLUMNS), data_root=root)
     rows: list[dict[str, Any]] = []
     annotations: list[AnnotationRecord] = []
+    unkeyed = 0
 
     for number, record in enumerate(tqdm(records, desc="reading legacy records", unit="record", leave=False), start=1):
         where = f"{path.name} record {number}"
@@ -93,7 +94,12 @@ def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, 
         label = _record_label(record.get("label"), labels)
         subject_id = str(record.get("subject_id") or f"legacy:{relative}")
         rows.append(_manifest_row(record, relative, subject_id, label, source))
-        annotation = _annotation(record, root / relative, relative, schema, path.name)
+        image_path = root / relative
+        if ".." in Path(relative).parts or not image_path.is_file():
+            # Without the file there is no content hash to key the annotation on; validation reports the row.
+            unkeyed += _has_annotation(record)
+            continue
+        annotation = _annotation(record, image_path, relative, schema, path.name)
         if annotation is not None:
             annotations.append(annotation)
 
@@ -102,6 +108,9 @@ def import_legacy(path: str | Path, data_root: str | Path, labels: LabelSet, *, 
     if not any("subject_id" in record for record in records if isinstance(record, dict)):
         logger.warning("%s has no subject ids, so each photo counts as its own subject; a split then cannot keep two "
                        "photos of one person together", path)
+    if unkeyed:
+        logger.warning("%d annotations in %s not kept because their image is missing or outside the data root",
+                       unkeyed, path)
     if annotations_out is not None:
         _store_annotations(annotations, Path(annotations_out))
     logger.info("imported %d records from %s (%d annotations kept, %d problems)", len(rows), path, len(annotations),
@@ -224,9 +233,6 @@ def _annotation(record: dict[str, Any], image_path: Path, relative: str, schema:
         parsed = parse_raw_json(raw_text)
     if parsed is None and raw_text is None:
         return None
-    if not image_path.is_file():
-        logger.warning("legacy annotation of %s not kept: the image is missing, so it has no content hash", relative)
-        return None
 
     common = dict(image_sha256=file_sha256(image_path), image=relative, backend=LEGACY_BACKEND,
                   model=f"legacy:{file_name}", prompt_version=LEGACY_PROMPT_VERSION, mode=LEGACY_MODE, raw_text=raw_text)
@@ -242,6 +248,10 @@ def _annotation(record: dict[str, Any], image_path: Path, relative: str, schema:
     reason = None if mapped_any else "no feature in the annotation maps onto the feature schema"
     return AnnotationRecord(status=status, features=features, explanation=explanation, reason=reason,
                             out_of_schema=out_of_schema, **common)
+
+
+def _has_annotation(record: dict[str, Any]) -> bool:
+    return any(record.get(key) for key in ("parsed_annotation", "annotation", *RAW_TEXT_KEYS))
 
 
 def _store_annotations(annotations: list[AnnotationRecord], path: Path) -> None:

@@ -527,6 +527,8 @@ def write_conversion(conversion: Conversion) -> list[Path]:
     written: list[Path] = []
 
     if config.split_method == "kfold":
+        has_test = bool((examples["split"] == "test").any())
+        _remove_stale(output, ["train", "val"] + ([] if has_test else ["test"]), folds=False)
         written += _write_folds(conversion, output)
     else:
         for split in _expected_splits(conversion):
@@ -595,15 +597,16 @@ def _write_csv(frame: pd.DataFrame, path: Path, what: str) -> Path:
     return path
 
 
-def _remove_stale(output: Path, splits: list[str]) -> None:
-    # A test.jsonl left by an earlier run with a test split would otherwise look like this run's.
+def _remove_stale(output: Path, splits: list[str], *, folds: bool = True) -> None:
+    # Files left by an earlier run with other splits (a test.jsonl, fold folders) would otherwise
+    # look like this run's output.
     for split in splits:
         stale = output / f"{split}.jsonl"
         if stale.exists():
             stale.unlink()
             logger.info("removed %s left by an earlier run (this run has no %s split)", stale, split)
-    for folder in sorted(output.glob("fold_*")):
-        if folder.is_dir():
+    for folder in sorted(output.glob("fold_*")) if folds else []:
+        if folder.is_dir() and (folder / "train.jsonl").is_file():
             shutil.rmtree(folder)
             logger.info("removed %s left by an earlier k-fold run", folder)
 

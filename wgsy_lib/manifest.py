@@ -123,5 +123,9 @@ def _check_values(frame: pd.DataFrame, path: Path) -> None:
 def _format_age(value: Any) -> str:
     if value is None or value == "" or (isinstance(value, float) and pd.isna(value)):
         return ""
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        # Written as found, so read_manifest names the row instead of this writer failing without one.
+        return str(value)
     return str(int(number)) if number.is_integer() else f"{number:g}"
