@@ -1,8 +1,8 @@
 """Evaluation speed on the tiny model and the CPU: one-at-a-time generation vs batched vs label scoring.
 
 Run with `pytest -m benchmark -s tests/test_evaluate_benchmark.py`. All three methods run on the
-same 64 photos in one process, so the ratios compare like with like; absolute images per second
-depend on the machine and are recorded, never asserted. Results go to outputs/benchmarks/evaluate.json.
+same 64 photos in one process, so the ratios compare like with like. Absolute images per second
+depend on the machine, so they are recorded and never asserted. Results go to outputs/benchmarks/evaluate.json.
 
 The one-at-a-time loop is what the earlier training script did: one prompt, one `generate` call,
 one decode per photo. The untrained tiny model never emits <end_of_turn>, so every generation runs

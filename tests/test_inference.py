@@ -104,7 +104,7 @@ def test_out_of_memory_halves_batch(examples):
     assert outcome.batch_size_used == 1
 
 
-def test_out_of_memory_at_batch_one_is_model_error(examples):
+def test_out_of_memory_at_batch_one(examples):
     def run_batch(batch, images):
         raise torch.OutOfMemoryError("CUDA out of memory")
 

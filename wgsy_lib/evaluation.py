@@ -1,8 +1,8 @@
 """The 04_evaluate stage: every model on every file, metrics, model selection and the comparison.
 
 One run evaluates any mix of the base model zero-shot (the baseline), explicit adapter folders and
-the cells of a grid runs folder (optionally their checkpoints), on a validation file and any number
-of test files, in label-scoring mode, generation mode, or both. For each model x file x mode it
+the cells of a grid runs folder, optionally with their checkpoints. It runs them on a validation
+file and any number of test files, in label-scoring mode, generation mode, or both. For each model x file x mode it
 writes, under `output_dir/<model>/<file>/<mode>/`:
 
 - predictions.jsonl: one line per example with the raw output, parsed answer, status and class
@@ -152,7 +152,7 @@ class EvalFile:
 
 @dataclass
 class EvaluationPlan:
-    """What a run will do: the models and the files, all checked."""
+    """The models and files of one run, all checked before any model is loaded."""
 
     config: EvaluateConfig
     labels: LabelSet
@@ -418,7 +418,7 @@ def select_model(results: EvaluationResults) -> dict[str, Any]:
 
 
 def comparison_table(results: EvaluationResults) -> pd.DataFrame:
-    """One row per model x file x mode with the headline scores, chance levels and failure counts."""
+    """Build one row per model x file x mode with the headline scores, chance levels and failure counts."""
     rows = []
     for (model, file_name, mode), metrics in results.metrics.items():
         rows.append({"model": model, "file": file_name, "role": metrics["role"], "mode": mode,
@@ -427,7 +427,7 @@ def comparison_table(results: EvaluationResults) -> pd.DataFrame:
 
 
 def selected_model_table(results: EvaluationResults) -> pd.DataFrame:
-    """The selected model's test scores with confidence intervals, beside the baseline and chance."""
+    """Build the table of the selected model's test scores with intervals, beside the baseline and chance."""
     selection = results.selection
     config = results.plan.config
     if not selection.get("selected"):
@@ -464,7 +464,7 @@ def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def errors_table(results: EvaluationResults, *, limit: int = 20) -> pd.DataFrame:
-    """Unparseable answers and skipped photos across the run (the first `limit` of them)."""
+    """List the unparseable answers and skipped photos of the run (the first `limit` of them)."""
     rows = []
     for key, directory in results.directories.items():
         path = directory / "errors.jsonl"

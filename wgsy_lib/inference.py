@@ -1,8 +1,8 @@
 """Running a model over an evaluation JSONL file: batched generation and label scoring.
 
-Both modes read the JSONL files 02_convert writes (one example per line; see wgsy_lib.answers for
-the answer formats) and rebuild the prompt from the messages WITHOUT the assistant turn, so the
-ground-truth answer never reaches the model.
+Both modes read the JSONL files that 02_convert writes, one example per line (wgsy_lib.answers
+describes the answer formats). The prompt is rebuilt from the messages WITHOUT the assistant turn,
+so the ground-truth answer never reaches the model.
 
 - `generate_answers`: greedy batched generation. The tokenizer pads on the left (set on the
   tokenizer itself, because padding set on a processor may not reach it), only the new tokens are
@@ -102,7 +102,7 @@ class ExampleError:
 
 @dataclass
 class RunResult:
-    """What one pass over a file produced: per-example results and errors."""
+    """Per-example results and errors of one pass over a file."""
 
     results: list = field(default_factory=list)
     errors: list[ExampleError] = field(default_factory=list)
@@ -190,7 +190,10 @@ def stop_token_ids(tokenizer) -> list[int]:
     """Return the ids that end an answer: the end-of-sequence token and Gemma's <end_of_turn>."""
     ids = []
     eos = tokenizer.eos_token_id
-    ids.extend(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if isinstance(eos, list):
+        ids.extend(eos)
+    elif eos is not None:
+        ids.append(eos)
     end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     if end_of_turn is not None and end_of_turn != tokenizer.unk_token_id:
         ids.append(end_of_turn)
@@ -339,9 +342,8 @@ def score_batch(model, processor, examples: Sequence[EvalExample], images: Seque
                 classes: Sequence[str], prefix_ids: Sequence[Sequence[int]]) -> list[LabelScores]:
     """Score all classes for one batch in a single forward pass over (example, class) sequences."""
     encoded = encode_prompts(processor, examples, images)
-    # NOTE: each photo goes through the vision tower once per class (K copies of pixel_values). Running
-    # the prompt once and scoring the K prefixes from its KV cache would cut the vision cost by K at
-    # MedGemma scale; not done yet.
+    # NOTE: each photo goes through the vision tower once per class (K copies of pixel_values). Scoring
+    # the K prefixes from the KV cache of one prompt pass would cut that cost by K at MedGemma scale.
     inputs, prefix_lengths = _expand_with_prefixes(encoded, prefix_ids, processor.tokenizer.pad_token_id)
     inputs = _to_model(inputs, model)
     longest = max(prefix_lengths)
@@ -384,7 +386,7 @@ def _expand_with_prefixes(encoded, prefix_ids: Sequence[Sequence[int]], pad_id: 
         ids[index, length - len(row):] = torch.tensor(row)
         mask[index, length - len(row):] = 1
         types[index, length - len(row):] = torch.tensor(type_row)
-    # Positions count real tokens only, so a left-padded row sees the same positions as when alone.
+    # Positions count real tokens only, so a left-padded row gets the same positions as it would alone.
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
 
     expanded = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
