@@ -206,3 +206,19 @@ def test_plots_draw_missing_class_and_roc(tmp_path):
                                          classes, probabilities=probabilities, n_bootstrap=0)
     assert save_figure(plot_confusion_matrix(metrics), tmp_path / "cm.png", "confusion matrix").stat().st_size > 0
     assert save_figure(plot_roc_curves(metrics), tmp_path / "roc.png", "ROC").stat().st_size > 0
+
+
+def test_library_run_on_two_test_files(tmp_path, tiny_model_dir, labels):
+    from wgsy_lib.evaluation import plan_evaluation, run_evaluation, secondary_test_table
+
+    first = write_eval_jsonl(tmp_path / "clinic_a" / "test.jsonl", make_photos(tmp_path / "a", 4, seed=3), labels)
+    second = write_eval_jsonl(tmp_path / "clinic_b" / "test.jsonl", make_photos(tmp_path / "b", 4, seed=4), labels)
+    config = EvaluateConfig.from_mapping({
+        "base_model": str(tiny_model_dir), "test_files": [str(first), str(second)], "modes": ["score"],
+        "n_bootstrap": 10, "output_dir": str(tmp_path / "out"),
+    })
+    results = run_evaluation(plan_evaluation(config))
+    assert set(results.comparison["file"]) == {"clinic_a-test", "clinic_b-test"}
+    assert results.selection["selected"] is None
+    assert (tmp_path / "out" / "base" / "clinic_b-test" / "score" / "metrics.json").is_file()
+    assert set(secondary_test_table(results)["note"]) == {"secondary: not for model selection"}

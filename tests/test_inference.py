@@ -137,3 +137,12 @@ def test_read_eval_file_requires_subject(tmp_path, labels):
     path.write_text(json.dumps(record) + "\n")
     with pytest.raises(DataError, match="subject_id"):
         read_eval_file(path, labels)
+
+
+def test_binary_format_scores_two_classes(tiny, tmp_path, labels):
+    model, processor = tiny
+    photos = make_photos(tmp_path / "photos", 3)
+    examples = read_eval_file(write_eval_jsonl(tmp_path / "binary.jsonl", photos, labels, answer_format="binary"), labels)
+    run = score_labels(model, processor, examples, labels, batch_size=3)
+    assert run.results[0].classes == ["Williams syndrome", "healthy control"]
+    assert len(run.results[0].probabilities) == 2
