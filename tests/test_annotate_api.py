@@ -279,3 +279,33 @@ def test_label_conditioned_needs_labels(server, tmp_path):
     config = server_config(manifest, server, tmp_path, mode="label_conditioned")
     with pytest.raises(ConfigError, match="needs a diagnosis for every photo"):
         plan_annotation(config)
+
+
+def test_rejected_key_stops_run(server, cohort, tmp_path):
+    server.settings.default = "unauthorized"
+    config = server_config(cohort, server, tmp_path, concurrency=1)
+    with pytest.raises(AnnotationError, match="rejected the credentials"):
+        run_annotation(config)
+    assert len(server.chat_requests()) == 1
+
+
+def test_unreadable_image_recorded_as_error(server, cohort, tmp_path):
+    (tmp_path / "images" / "photo_001.jpg").write_bytes(b"not an image at all")
+    config = server_config(cohort, server, tmp_path, max_error_fraction=0.5)
+    run = run_annotation(config)
+    assert run.counts == {"ok": 3, "error": 1}
+    error = [record for record in _records(config) if record.status == "error"][0]
+    assert "photo_001.jpg" in error.reason
+
+
+def test_exif_rotated_photo_sent_upright(server, tmp_path):
+    manifest = make_cohort(tmp_path, 1, size=(200, 100))
+    path = tmp_path / "images" / "photo_000.jpg"
+    image = Image.open(path)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(path, exif=exif)
+    run_annotation(server_config(manifest, server, tmp_path))
+    url = server.chat_requests()[0]["messages"][1]["content"][1]["image_url"]["url"]
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.size == (100, 200)

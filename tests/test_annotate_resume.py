@@ -95,3 +95,26 @@ def test_batch_backend_end_to_end(tmp_path):
     records = AnnotationStore(config.store_path).read()
     assert {record.backend for record in records} == {"openai"}
     assert all("via Batch API" in (record.reason or "") for record in records if record.status == "ok")
+
+
+def test_batch_resumed_without_resubmitting(tmp_path, monkeypatch):
+    from wgsy_lib.annotation_backends import batch as batch_module
+
+    manifest = make_cohort(tmp_path, 3)
+    original_wait = batch_module._wait
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with MockOpenAIServer() as server:
+        config = server_config(manifest, server, tmp_path, backend="batch", batch_poll_s=0.01)
+        monkeypatch.setattr(batch_module, "_wait", interrupted)
+        try:
+            run_annotation(config)
+        except KeyboardInterrupt:
+            pass
+        assert len(server.batches) == 1
+        monkeypatch.setattr(batch_module, "_wait", original_wait)
+        run = run_annotation(config)
+        assert run.counts == {"ok": 3}
+        assert len(server.batches) == 1, "the interrupted batch was submitted again"

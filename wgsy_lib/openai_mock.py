@@ -7,7 +7,7 @@ answered by the next scripted scenario in `MockOpenAIServer.script` (first in, f
 `default` once the script is empty, so a test can play any sequence of answers and failures:
 
     ok, fenced, two_blocks, backticks, invalid, truncated, refusal, refusal_text, missing_fields,
-    extra_fields, bad_values, rate_limit, quota, server_error, timeout, bad_request
+    extra_fields, bad_values, rate_limit, quota, server_error, timeout, bad_request, unauthorized
 
 Answers are valid feature values drawn deterministically from a hash of the image sent, so the
 same photo always gets the same annotation. `latency_s` is added to every chat request.
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 SCENARIOS = ("ok", "fenced", "two_blocks", "backticks", "invalid", "truncated", "refusal", "refusal_text",
              "missing_fields", "extra_fields", "bad_values", "rate_limit", "quota", "server_error", "timeout",
-             "bad_request")
+             "bad_request", "unauthorized")
 
 
 @dataclass
@@ -80,7 +80,8 @@ class MockOpenAIServer:
         return self.settings.script
 
     def start(self) -> "MockOpenAIServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-openai", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="mock-openai", daemon=True)
         self._thread.start()
         return self
 
@@ -119,6 +120,8 @@ class MockOpenAIServer:
                                    "insufficient_quota", "insufficient_quota")
         if scenario == "server_error":
             return 500, {}, _error("The server had an error while processing your request.", "server_error", None)
+        if scenario == "unauthorized":
+            return 401, {}, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if scenario == "bad_request":
             return 400, {}, _error("Invalid image.", "invalid_request_error", "invalid_image")
         if scenario == "timeout":

@@ -88,6 +88,7 @@ def run_batch_job(config: Any, plan: Any, *, backend: Any = None) -> list[Annota
     for number, group in enumerate(split_batch_lines(lines), start=1):
         jobs.append(_submit(backend.client, group, folder / f"input-{int(time.time())}-{number}.jsonl"))
         _save_jobs(jobs_path, jobs)
+        log_written(jobs_path, "ids of the submitted Batch API jobs")
 
     for job in jobs:
         batch = _wait(backend.client, job["batch_id"], first_wait_s=config.batch_poll_s, timeout_s=config.batch_timeout_s)
@@ -98,6 +99,8 @@ def run_batch_job(config: Any, plan: Any, *, backend: Any = None) -> list[Annota
                 continue
             base = _record_fields(item, config, plan)
             outcome = results.get(key)
+            # NOTE: a truncated batch answer is stored as truncated without the doubled-limit retry of
+            # the real-time path; a rerun sends it again.
             if isinstance(outcome, BackendReply):
                 record = record_from_reply(outcome, base, plan.features, usage=dict(outcome.usage), notes=["via Batch API"],
                                            seconds=0.0)

@@ -94,6 +94,7 @@ class OpenAIChatBackend:
         }
         # The OpenAI API itself wants max_completion_tokens (max_tokens is rejected by its reasoning
         # models); compatible servers such as Ollama and LM Studio only read max_tokens.
+        # NOTE: the choice follows base_url, so an explicit https://api.openai.com/v1 gets max_tokens.
         body["max_completion_tokens" if not self.base_url else "max_tokens"] = request.max_answer_length
         if self._structured in ("auto", "json_schema"):
             body["response_format"] = response_format(self.features)
@@ -113,6 +114,10 @@ class OpenAIChatBackend:
                 wait = self._handle_status_error(error, body, attempt)
             except (openai.APITimeoutError, openai.APIConnectionError) as error:
                 wait = self._retry_or_fail(attempt, f"{type(error).__name__}: {error}")
+            except openai.OpenAIError as error:
+                # Anything else the client raises (an unreadable response body, for one) fails this
+                # photo only; the record keeps the reason.
+                raise RequestFailed(f"{type(error).__name__}: {_short(error)}", attempts=attempt) from None
             else:
                 reply = reply_from_completion(completion)
                 reply.attempts = attempt
