@@ -208,6 +208,7 @@ def test_plots_draw_missing_class_and_roc(tmp_path):
     assert save_figure(plot_roc_curves(metrics), tmp_path / "roc.png", "ROC").stat().st_size > 0
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 def test_library_run_on_two_test_files(tmp_path, tiny_model_dir, labels):
     from wgsy_lib.evaluation import plan_evaluation, run_evaluation, secondary_test_table
 
