@@ -223,3 +223,24 @@ def test_library_run_on_two_test_files(tmp_path, tiny_model_dir, labels):
     assert results.selection["selected"] is None
     assert (tmp_path / "out" / "base" / "clinic_b-test" / "score" / "metrics.json").is_file()
     assert set(secondary_test_table(results)["note"]) == {"secondary: not for model selection"}
+
+
+def test_detached_adapter_restores_base(tmp_path, tiny_model_dir, labels):
+    import numpy as np
+
+    from wgsy_lib.inference import read_eval_file, score_labels
+    from wgsy_lib.model_loading import attach_adapter, detach_adapter, load_for_evaluation
+
+    run_dir = make_adapter(tiny_model_dir, tmp_path / "cell", seed=5)
+    examples = read_eval_file(write_eval_jsonl(tmp_path / "t.jsonl", make_photos(tmp_path, 2), labels), labels)
+    model, processor = load_for_evaluation(str(tiny_model_dir), device="cpu", dtype="fp32")
+
+    def probabilities(current):
+        return np.array([item.probabilities for item in score_labels(current, processor, examples, labels).results])
+
+    before = probabilities(model)
+    peft_model = attach_adapter(model, run_dir / "adapter")
+    with_adapter = probabilities(peft_model)
+    after = probabilities(detach_adapter(peft_model))
+    assert not np.allclose(before, with_adapter)
+    np.testing.assert_allclose(before, after, atol=1e-6)
