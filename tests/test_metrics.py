@@ -128,6 +128,10 @@ def test_chance_levels():
     assert chance["accuracy_uniform"] == 0.25
     assert chance["accuracy_majority"] == 0.75
     assert chance["balanced_accuracy"] == 0.25
+    assert chance["per_class"][WS]["precision"] == 0.75
+    assert chance["per_class"][WS]["f1"] == pytest.approx(2 * 0.75 * 0.25 / (0.75 + 0.25))
+    assert chance["per_class"][GS]["f1"] == 0.0
+    assert chance["f1_macro"] == pytest.approx((0.375 + 2 * 0.25 * 0.25 / 0.5) / 2)
 
 
 def test_bootstrap_is_seeded_and_by_subject():

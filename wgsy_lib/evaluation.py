@@ -455,8 +455,10 @@ def secondary_test_table(results: EvaluationResults) -> pd.DataFrame:
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Per-class precision, recall (sensitivity), specificity, F1 and AUC, with macro and weighted rows."""
     rows = []
+    chance = metrics["chance"]["per_class"]
     for name, values in metrics["per_class"].items():
-        rows.append({"class": name, **values, "auc": (metrics.get("auc") or {}).get(name)})
+        rows.append({"class": name, **values, "auc": (metrics.get("auc") or {}).get(name),
+                     **{f"chance_{key}": value for key, value in chance[name].items()}, "chance_auc": 0.5})
     for average in ("macro", "weighted"):
         rows.append({"class": f"({average} average)", **metrics[average],
                      "auc": metrics.get("auc_macro") if average == "macro" else None})
@@ -539,7 +541,9 @@ def _summary(metrics: dict[str, Any], *, intervals: bool = True) -> dict[str, An
         "balanced_accuracy": metrics["balanced_accuracy"],
         "chance_balanced_accuracy": chance["balanced_accuracy"],
         "f1_macro": metrics["macro"]["f1"],
+        "chance_f1_macro": chance["f1_macro"],
         "auc_macro": metrics.get("auc_macro"),
+        "chance_auc": chance["auc"],
         "unknown_rate": metrics["unknown_rate"],
         "skipped_photos": metrics.get("n_skipped", 0),
     }

@@ -70,17 +70,29 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes
     return result
 
 
-def chance_levels(y_true: Sequence[str], classes: Sequence[str]) -> dict[str, float]:
-    """Return the scores of guessing: uniformly at random (1/K) and always the most common class."""
+def chance_levels(y_true: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+    """Return the expected scores of guessing uniformly at random (1/K), and of always naming the most common class.
+
+    A uniform guess of class c has precision equal to c's prevalence, recall 1/K and specificity
+    1 - 1/K, so its expected F1 is 2 * prevalence / K / (prevalence + 1/K).
+    """
     k = len(classes)
     counts = [sum(1 for label in y_true if label == name) for name in classes]
     total = max(1, len(y_true))
+    per_class = {}
+    for name, count in zip(classes, counts):
+        prevalence = count / total
+        f1 = 2 * prevalence / k / (prevalence + 1.0 / k)
+        per_class[name] = {"precision": prevalence, "recall": 1.0 / k, "specificity": 1.0 - 1.0 / k, "f1": f1}
+    present = [per_class[name]["f1"] for name, count in zip(classes, counts) if count]
     return {
         "accuracy_uniform": 1.0 / k,
         "accuracy_majority": max(counts) / total if len(y_true) else 0.0,
         "balanced_accuracy": 1.0 / k,
         "recall": 1.0 / k,
+        "f1_macro": float(np.mean(present)) if present else 0.0,
         "auc": 0.5,
+        "per_class": per_class,
     }
 
 
