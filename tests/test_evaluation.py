@@ -244,3 +244,13 @@ def test_detached_adapter_restores_base(tmp_path, tiny_model_dir, labels):
     after = probabilities(detach_adapter(peft_model))
     assert not np.allclose(before, with_adapter)
     np.testing.assert_allclose(before, after, atol=1e-6)
+
+
+def test_file_listed_twice_message(tmp_path, tiny_model_dir, labels):
+    from wgsy_lib.evaluation import plan_evaluation
+
+    path = write_eval_jsonl(tmp_path / "val.jsonl", make_photos(tmp_path, 2), labels)
+    config = EvaluateConfig.from_mapping({"base_model": str(tiny_model_dir), "val_file": str(path),
+                                          "test_files": [str(path)], "output_dir": str(tmp_path / "out")})
+    with pytest.raises(ConfigError, match="listed more than once"):
+        plan_evaluation(config)

@@ -246,6 +246,10 @@ def _grid_specs(runs_dir: Path, *, include_checkpoints: bool) -> list[ModelSpec]
 def _read_files(config: EvaluateConfig, labels: LabelSet) -> list[EvalFile]:
     entries = ([("val", config.val_file)] if config.val_file else []) + [("test", path) for path in config.test_files]
     paths = [resolve_path(path) for _role, path in entries]
+    repeated = sorted({str(path) for path in paths if paths.count(path) > 1})
+    if repeated:
+        raise ConfigError(f"04_evaluate: {repeated} listed more than once in val_file and test_files; "
+                          "list each file once (the validation file must not also be a test file)")
     stems = [path.stem for path in paths]
     files = []
     for (role, _entry), path in zip(entries, paths):
