@@ -254,3 +254,12 @@ def test_file_listed_twice_message(tmp_path, tiny_model_dir, labels):
                                           "test_files": [str(path)], "output_dir": str(tmp_path / "out")})
     with pytest.raises(ConfigError, match="listed more than once"):
         plan_evaluation(config)
+
+
+def test_evaluate_cli_rejects_bad_parameter(tmp_path, capsys):
+    from wgsy_lib.cli import main
+
+    params = tmp_path / "04_evaluate.yaml"
+    params.write_text("base_model: m\ntest_files: [t.jsonl]\noutput_dir: out\nbatch_sise: 4\n")
+    assert main(["evaluate", str(params)]) == 2
+    assert "did you mean 'batch_size'" in capsys.readouterr().err

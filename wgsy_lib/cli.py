@@ -34,6 +34,7 @@ register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders,
 register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its photos",
          add_arguments="add_validate_arguments", run="run_validate")
 register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
+register("evaluate", "wgsy_lib.cli_evaluate", "run 04_evaluate headless and write its HTML report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -223,7 +223,8 @@ def _adapter_spec(path: Path, entry: str) -> ModelSpec:
 
 def _grid_specs(runs_dir: Path, *, include_checkpoints: bool) -> list[ModelSpec]:
     if not runs_dir.is_dir():
-        raise ConfigError(f"04_evaluate: runs_dir {runs_dir} not found; point it at the folder the grid wrote its cells into")
+        raise ConfigError(f"04_evaluate: runs_dir {runs_dir} not found; point it at the folder the grid wrote its cells "
+                          "into, or run the grid first (for the demo: wgsy grid params/demo/grid.yaml)")
     specs = []
     for cell in sorted(path for path in runs_dir.iterdir() if path.is_dir()):
         adapter = cell / "adapter"
