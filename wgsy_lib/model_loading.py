@@ -66,8 +66,8 @@ def _has_models_module() -> bool:
     return importlib.util.find_spec("wgsy_lib.models") is not None
 
 
-# TODO: remove the fallback below once wgsy_lib.models (written with 03_train) is on every branch that
-# runs evaluation; it repeats the parts of that module evaluation needs, with the same strict check.
+# TODO: remove the fallback below once wgsy_lib.models (written with 03_train) is on main. It repeats
+# the parts of that module that evaluation needs, with the same strict adapter check.
 
 
 def _load_without_models_module(base_model: str, *, device: str, dtype: str) -> tuple[Any, Any]:
@@ -76,7 +76,9 @@ def _load_without_models_module(base_model: str, *, device: str, dtype: str) -> 
     path = resolve_path(base_model)
     if not (path / "config.json").is_file():
         raise ModelError(f"model folder {path} has no config.json; set base_model to the folder save_pretrained wrote")
-    chosen_device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    chosen_device = device
+    if device == "auto":
+        chosen_device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = chosen_device == "cuda" and torch.cuda.is_bf16_supported()
     chosen_dtype = torch.bfloat16 if dtype == "bf16" or (dtype == "auto" and bf16) else torch.float32
     logger.info("loading %s in %s on %s", path, chosen_dtype, chosen_device)
