@@ -1,0 +1,654 @@
+"""One LoRA fine-tuning run (one grid cell): the parameters of 03_train and the steps it calls.
+
+The notebook calls, in order:
+
+    plan = prepare_run(config)                      # inputs and hardware checked, nothing loaded yet
+    model, processor = load_model_for_training(plan)
+    trainer = build_trainer(plan, model, processor)
+    train_result = run_training(plan, trainer)      # resumes from the last checkpoint if there is one
+    metrics = evaluate_validation(plan, trainer.model, processor)
+    summary = save_run(plan, trainer, processor, metrics, train_result)
+
+and the learning test makes the same calls. The run directory layout is described in
+`RunPlan`; a run counts as done when adapter/adapter_model.safetensors and metrics.json exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from .answers import answer_prefix, render_answer, scoring_classes
+from .collate import AnswerOnlyCollator
+from .config import StageConfig
+from .errors import ConfigError, DataError, ModelError
+from .labels import LabelSet, load_labels
+from .log import log_written
+from .models import (ADAPTER_WEIGHTS, ModelSource, choose_attention, choose_device, choose_dtype,
+                     hardware_summary, load_base_model, load_processor, locate_model, peak_memory_bytes,
+                     quantization_config)
+from .runcard import build_run_card, finish_run_card, write_run_card
+from .training_logs import CrashAfterStepCallback, LoggingCallback, tensorboard_callback, write_curves
+
+logger = logging.getLogger(__name__)
+
+# The linear layers of Gemma 3's language model (attention and MLP projections).
+LANGUAGE_MODEL_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The linear layers of Gemma 3's SigLIP vision tower, for `vision_target_modules`.
+VISION_TOWER_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+EMBEDDING_LAYERS = ("embed_tokens", "lm_head")
+METRICS_FILE = "metrics.json"
+SPLIT_FILES = {"train": "train.jsonl", "val": "val.jsonl"}
+# How many missing photos are named in an error message before the rest are only counted.
+_NAMED_MISSING = 5
+
+
+class TrainConfig(StageConfig):
+    """Parameters of 03_train: one LoRA fine-tuning run of a vision-language model."""
+
+    stage: ClassVar[str] = "03_train"
+
+    model_name_or_path: str = Field("", description="base model: a local folder (relative to the repository root) "
+                                    "or a hub id such as google/medgemma-4b-it")
+    trust_remote_code: bool = Field(False, description="allow code shipped with the model to run; off unless you "
+                                    "trust the model's source")
+    data_dir: str = Field("", description="folder with train.jsonl and val.jsonl written by 02_convert")
+    labels_file: str = Field("params/labels.yaml", description="class list used to score validation answers")
+    output_dir: str = Field("", description="run directory for this cell: adapter, run card, metrics, checkpoints")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then Apple GPU, then CPU")
+    dtype: Literal["auto", "bf16", "fp32", "fp16"] = Field(
+        "auto", description="weight dtype; auto is bf16 on GPUs that support it, else fp32; fp16 is rejected for Gemma 3")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="attention kernel; auto is eager for Gemma 3 training")
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default. 1 is fastest for "
+                               "the tiny demo model, and on a busy machine")
+    load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (CUDA and bitsandbytes only)")
+    seed: int = Field(42, description="seed for LoRA initialisation, data order and dropout")
+    r: int = Field(16, description="LoRA rank (> 0)")
+    lora_alpha: int = Field(16, description="LoRA scaling numerator; the update is scaled by lora_alpha / r")
+    lora_dropout: float = Field(0.05, description="dropout on the LoRA input, in [0, 1)")
+    target_modules: list[str] = Field(list(LANGUAGE_MODEL_LINEAR_LAYERS),
+                                      description="linear layers of the language model that get LoRA")
+    vision_target_modules: list[str] = Field([], description="linear layers of the vision tower that get LoRA, e.g. "
+                                             "[q_proj, k_proj, v_proj, out_proj, fc1, fc2]; empty keeps it frozen")
+    train_projector: bool = Field(False, description="train the multimodal projector fully and save it in the adapter")
+    save_embedding_layers: bool = Field(False, description="save full copies of embed_tokens and lm_head in the "
+                                        "adapter (GBs at MedGemma scale); only if you changed the vocabulary")
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate")
+    num_train_epochs: float = Field(1.0, gt=0, description="passes over the training split (ignored if max_steps > 0)")
+    max_steps: int = Field(-1, description="optimizer steps to train; -1 uses num_train_epochs")
+    per_device_train_batch_size: int = Field(1, gt=0, description="examples per device per forward pass")
+    gradient_accumulation_steps: int = Field(4, gt=0, description="forward passes per optimizer step")
+    per_device_eval_batch_size: int = Field(1, gt=0, description="examples per device when computing validation loss")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of steps with linear learning-rate warm-up")
+    lr_scheduler_type: str = Field("constant_with_warmup", description="transformers scheduler name, e.g. linear, cosine")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(0.3, gt=0, description="gradient clipping norm")
+    gradient_checkpointing: bool = Field(True, description="recompute activations in the backward pass to save memory")
+    logging_steps: int = Field(10, gt=0, description="log the training loss every this many steps")
+    eval_steps: int = Field(0, ge=0, description="validation loss every this many steps; 0 means once per epoch")
+    save_steps: int = Field(0, ge=0, description="checkpoint every this many steps; 0 means once per epoch")
+    save_total_limit: int = Field(2, gt=0, description="checkpoints kept on disk (the newest ones)")
+    resume: bool = Field(True, description="continue from the last checkpoint in output_dir/checkpoints if one exists")
+    val_max_examples: int = Field(0, ge=0, description="score at most this many validation examples; 0 scores all")
+
+    @field_validator("model_name_or_path", "data_dir", "output_dir")
+    @classmethod
+    def _required(cls, value: str, info: Any) -> str:
+        if not value.strip():
+            raise ValueError(f"{info.field_name} is required; set it in the parameters cell, the YAML file or with "
+                             f"`papermill -p {info.field_name} ...`")
+        return value
+
+    @field_validator("r")
+    @classmethod
+    def _positive_rank(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("the LoRA rank must be a positive integer such as 8 or 16")
+        return value
+
+    @field_validator("lora_alpha")
+    @classmethod
+    def _positive_alpha(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("lora_alpha must be positive (commonly r or 2 * r)")
+        return value
+
+    @field_validator("lora_dropout")
+    @classmethod
+    def _dropout_range(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError("lora_dropout must be in [0, 1): 0 disables dropout, 1 would drop every input")
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("target_modules is empty; LoRA needs at least one layer, e.g. [q_proj, v_proj]")
+        return value
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("max_steps must be a positive number of steps, or -1 to train for num_train_epochs")
+        return value
+
+
+@dataclass
+class RunPlan:
+    """Everything one run decided before loading the model, and where it writes.
+
+    Run directory layout: adapter/ (PEFT adapter, processor, base config with use_cache on),
+    checkpoints/, tensorboard/, run_card.json, metrics.json, val_predictions.jsonl,
+    loss_curve.csv, loss_curve.png, trainer_state.json and the executed notebook.
+    """
+
+    config: TrainConfig
+    run_dir: Path
+    data_files: dict[str, Path]
+    rows: dict[str, list[dict[str, Any]]]
+    labels: LabelSet
+    answer_format: str
+    classes: list[str]
+    device: str
+    dtype: torch.dtype
+    attn_implementation: str
+    model_source: ModelSource
+    quantization: Any | None
+    run_card: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapter"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / "tensorboard"
+
+
+def prepare_run(config: TrainConfig) -> RunPlan:
+    """Check the data, the model path and the hardware, and write the first run card; loads no weights."""
+    run_dir = config.path("output_dir")
+    data_files, rows = load_splits(config.path("data_dir"))
+    labels = load_labels(config.labels_file)
+    answer_format = _answer_format(rows["train"], data_files["train"])
+    classes = scoring_classes(answer_format, labels)
+
+    device = choose_device(config.device)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+        logger.info("torch threads: %d (torch_threads)", config.torch_threads)
+    source = locate_model(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+    dtype = choose_dtype(device, config.dtype, model_type=source.model_type)
+    attention = choose_attention(config.attn_implementation, model_type=source.model_type, training=True)
+    quantization = quantization_config(config.load_in_4bit, device=device, compute_dtype=dtype)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    card = build_run_card(stage=TrainConfig.stage, parameters=config.to_dict(), data_files=data_files.values(),
+                          hardware=hardware_summary(device),
+                          extra={"decisions": {"device": device, "dtype": str(dtype).removeprefix("torch."),
+                                               "attn_implementation": attention, "answer_format": answer_format,
+                                               "classes": classes, "model_type": source.model_type},
+                                 "examples": {split: len(split_rows) for split, split_rows in rows.items()}})
+    write_run_card(card, run_dir)
+    return RunPlan(config, run_dir, data_files, rows, labels, answer_format, classes, device, dtype, attention,
+                   source, quantization, card)
+
+
+def load_splits(data_dir: Path) -> tuple[dict[str, Path], dict[str, list[dict[str, Any]]]]:
+    """Read train.jsonl and val.jsonl from `data_dir`, checking every row and every photo."""
+    if not data_dir.is_dir():
+        raise DataError(f"data_dir {data_dir} does not exist; run 02_convert first or fix data_dir")
+    files = {split: data_dir / name for split, name in SPLIT_FILES.items()}
+    rows = {split: read_jsonl_split(path, split) for split, path in files.items()}
+    return files, rows
+
+
+def read_jsonl_split(path: Path, split: str) -> list[dict[str, Any]]:
+    """Read one split's JSONL (the 02_convert contract), rejecting empty splits and missing photos."""
+    if not path.is_file():
+        raise DataError(f"{split} split {path} not found; 02_convert writes train.jsonl and val.jsonl into data_dir")
+    rows = []
+    missing = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path} line {line_number} is not valid JSON: {error}") from None
+            _check_row(row, path, line_number)
+            missing.extend((line_number, image) for image in row["images"] if not Path(image).is_file())
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{split} split {path} has no examples; check the split fractions and filters in 02_convert")
+    if missing:
+        named = "; ".join(f"line {number}: {image}" for number, image in missing[:_NAMED_MISSING])
+        more = f" and {len(missing) - _NAMED_MISSING} more" if len(missing) > _NAMED_MISSING else ""
+        raise DataError(f"{path}: {len(missing)} photo(s) not found ({named}{more}). The JSONL stores absolute "
+                        "paths: rerun 02_convert on this machine, or restore the photos")
+    logger.info("read %d %s examples from %s", len(rows), split, path)
+    return rows
+
+
+def _check_row(row: Any, path: Path, line_number: int) -> None:
+    where = f"{path} line {line_number}"
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
+        raise DataError(f"{where}: 'messages' must be a list of turns ending with the assistant's answer")
+    images = row.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(image, str) for image in images):
+        raise DataError(f"{where}: 'images' must be a non-empty list of image paths")
+    if not row.get("label"):
+        raise DataError(f"{where}: 'label' is missing; validation scoring needs the true class")
+
+
+def _answer_format(rows: list[dict[str, Any]], path: Path) -> str:
+    formats = sorted({row.get("answer_format", "json") for row in rows})
+    if len(formats) != 1:
+        raise DataError(f"{path} mixes answer formats {formats}; convert the cohort with one answer_format")
+    return formats[0]
+
+
+def load_model_for_training(plan: RunPlan) -> tuple[Any, Any]:
+    """Load the base model and processor, and wrap the model with the LoRA adapter of the plan."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    config = plan.config
+    processor = load_processor(plan.model_source.local_dir or plan.model_source.name, padding_side="right",
+                               trust_remote_code=config.trust_remote_code)
+    torch.manual_seed(config.seed)
+    model = load_base_model(plan.model_source, device=plan.device, dtype=plan.dtype,
+                            attn_implementation=plan.attn_implementation, quantization=plan.quantization,
+                            trust_remote_code=config.trust_remote_code)
+    lora = lora_config(config, model)
+    if plan.quantization is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA r=%d alpha=%d dropout=%.2f: %s trainable of %s parameters (%.3f%%)", config.r,
+                config.lora_alpha, config.lora_dropout, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    plan.run_card["trainable_parameters"] = trainable
+    plan.run_card["total_parameters"] = total
+    return model, processor
+
+
+def lora_config(config: TrainConfig, model: Any) -> Any:
+    """Return the PEFT LoraConfig for `config`, after checking every target module exists in `model`."""
+    from peft import LoraConfig
+
+    pattern = target_module_pattern(config, model)
+    modules_to_save = ["multi_modal_projector"] if config.train_projector else None
+    return LoraConfig(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=pattern, modules_to_save=modules_to_save, bias="none",
+                      task_type="CAUSAL_LM")
+
+
+def target_module_pattern(config: TrainConfig, model: Any) -> str:
+    """Return a regex that matches the requested linear layers inside the language model (and vision tower).
+
+    A plain list of names would also match the vision tower's q_proj/k_proj/v_proj, so the match is
+    scoped by the parent module. Unknown names raise ConfigError listing the names that exist.
+    """
+    scopes = [("language_model", "target_modules", config.target_modules)]
+    if config.vision_target_modules:
+        scopes.append(("vision_tower", "vision_target_modules", config.vision_target_modules))
+    if config.train_projector and not _has_module(model, "multi_modal_projector"):
+        raise ConfigError("train_projector is true but the model has no multi_modal_projector module")
+
+    alternatives = []
+    for scope, parameter, names in scopes:
+        available = linear_layer_names(model, scope)
+        if not available:
+            raise ConfigError(f"{parameter}: the model has no linear layers under a module named {scope!r}; "
+                              "this model is not laid out like Gemma 3")
+        unknown = sorted(set(names) - available)
+        if unknown:
+            raise ConfigError(f"{parameter} = {names}: unknown module name(s) {unknown}. The linear layers under "
+                              f"{scope} are: {sorted(available)}")
+        alternatives.append(rf".*\b{scope}\..*\.(?:{'|'.join(sorted(set(names)))})")
+    return "|".join(f"(?:{alternative})" for alternative in alternatives)
+
+
+def linear_layer_names(model: Any, scope: str) -> set[str]:
+    """Return the short names of the linear layers below modules named `scope`."""
+    names = set()
+    for name, module in model.named_modules():
+        if f"{scope}." in name and _is_linear(module):
+            names.add(name.rsplit(".", 1)[-1])
+    return names
+
+
+def _is_linear(module: Any) -> bool:
+    # 4-bit layers from bitsandbytes subclass torch.nn.Linear.
+    return isinstance(module, torch.nn.Linear)
+
+
+def _has_module(model: Any, short_name: str) -> bool:
+    return any(name.rsplit(".", 1)[-1] == short_name for name, _ in model.named_modules())
+
+
+def build_trainer(plan: RunPlan, model: Any, processor: Any) -> Any:
+    """Return a TRL SFTTrainer for the plan, with answer-only labels and the run's callbacks."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from .notebook import is_headless
+
+    config = plan.config
+    headless = is_headless()
+    per_epoch = {"eval": config.eval_steps == 0, "save": config.save_steps == 0}
+    args = SFTConfig(
+        output_dir=str(plan.checkpoint_dir),
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=plan.dtype == torch.bfloat16 and plan.device == "cuda",
+        use_cpu=plan.device == "cpu",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        eval_strategy="epoch" if per_epoch["eval"] else "steps",
+        eval_steps=None if per_epoch["eval"] else config.eval_steps,
+        save_strategy="epoch" if per_epoch["save"] else "steps",
+        save_steps=500 if per_epoch["save"] else config.save_steps,
+        save_total_limit=config.save_total_limit,
+        prediction_loss_only=True,
+        # Images live in the "images" column; the Trainer would drop columns the model does not take.
+        remove_unused_columns=False,
+        # The collator tokenizes and processes images on the fly; nothing is truncated, so image
+        # tokens always match image features.
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        report_to="none",
+        disable_tqdm=headless,
+        dataloader_num_workers=0,
+    )
+    train_dataset = Dataset.from_list(_trainer_rows(plan.rows["train"]))
+    eval_dataset = Dataset.from_list(_trainer_rows(plan.rows["val"]))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processor, data_collator=AnswerOnlyCollator(processor))
+    _add_callbacks(trainer, plan, headless=headless)
+    return trainer
+
+
+def _trainer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Only the conversation and the image paths; the collator loads the photos with load_image.
+    return [{"messages": row["messages"], "images": row["images"]} for row in rows]
+
+
+def _add_callbacks(trainer: Any, plan: RunPlan, *, headless: bool) -> None:
+    from transformers import PrinterCallback
+
+    trainer.add_callback(tensorboard_callback(plan.tensorboard_dir))
+    if headless:
+        # The default PrinterCallback prints a raw dict per log step into the executed notebook.
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(LoggingCallback())
+    crash = CrashAfterStepCallback.from_environment()
+    if crash is not None:
+        trainer.add_callback(crash)
+
+
+def last_checkpoint(plan: RunPlan) -> Path | None:
+    """Return the newest checkpoint folder of the run, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not plan.checkpoint_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(plan.checkpoint_dir))
+    return Path(found) if found else None
+
+
+def run_training(plan: RunPlan, trainer: Any) -> Any:
+    """Train, resuming from the last checkpoint when `resume` is on; return the TrainOutput."""
+    checkpoint = last_checkpoint(plan) if plan.config.resume else None
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+        plan.run_card["resumed_from"] = str(checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    logger.info("training finished: %d steps, final training loss %.4f, %.0f s", result.global_step,
+                result.training_loss, result.metrics.get("train_runtime", 0.0))
+    return result
+
+
+def evaluate_validation(plan: RunPlan, model: Any, processor: Any) -> dict[str, Any]:
+    """Score every validation example by label likelihood and return accuracy and per-class counts."""
+    rows = plan.rows["val"]
+    if plan.config.val_max_examples:
+        rows = rows[:plan.config.val_max_examples]
+    prefixes = [answer_prefix(plan.answer_format, name, plan.labels) for name in plan.classes]
+    answers = [render_answer(plan.answer_format, name, plan.labels) for name in plan.classes]
+    scored = score_labels(model, processor, rows, classes=plan.classes, prefixes=prefixes, answers=answers)
+    metrics = summarize_scores(scored, plan.classes)
+    metrics["split"] = "val"
+    _write_jsonl(plan.run_dir / "val_predictions.jsonl", scored, "validation predictions")
+    logger.info("validation accuracy %.3f on %d examples (chance %.3f)", metrics["accuracy"], metrics["n"],
+                metrics["chance_accuracy"])
+    return metrics
+
+
+def save_run(plan: RunPlan, trainer: Any, processor: Any, metrics: dict[str, Any], train_result: Any) -> dict[str, Any]:
+    """Write the adapter, processor, metrics, curves and the final run card; return the run card."""
+    save_adapter(plan, trainer.model, processor)
+    write_curves(trainer.state.log_history, plan.run_dir)
+    trainer.state.save_to_json(str(plan.run_dir / "trainer_state.json"))
+    metrics_path = plan.run_dir / METRICS_FILE
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log_written(metrics_path, "validation metrics")
+
+    card = finish_run_card(plan.run_card, status="completed", wall_time_s=time.monotonic() - plan.started,
+                           peak_memory_bytes=peak_memory_bytes(plan.device),
+                           train={"global_step": train_result.global_step,
+                                  "training_loss": train_result.training_loss, **train_result.metrics},
+                           validation={"accuracy": metrics["accuracy"], "n": metrics["n"]},
+                           adapter_bytes=(plan.adapter_dir / ADAPTER_WEIGHTS).stat().st_size)
+    write_run_card(card, plan.run_dir)
+    return card
+
+
+def save_adapter(plan: RunPlan, model: Any, processor: Any) -> Path:
+    """Save the LoRA adapter, the processor and the base config (with the cache on) into adapter/."""
+    adapter_dir = plan.adapter_dir
+    model.save_pretrained(str(adapter_dir), save_embedding_layers=plan.config.save_embedding_layers)
+    processor.save_pretrained(str(adapter_dir))
+
+    # Gradient checkpointing turned the KV cache off; a saved use_cache=False would make every
+    # generation at evaluation time recompute the whole prefix at each token.
+    base_config = model.get_base_model().config
+    base_config.use_cache = True
+    text_config = base_config.get_text_config()
+    text_config.use_cache = True
+    base_config.save_pretrained(str(adapter_dir))
+
+    _check_embedding_layers(adapter_dir / ADAPTER_WEIGHTS, saved_on_purpose=plan.config.save_embedding_layers)
+    log_written(adapter_dir, f"LoRA adapter and processor ({(adapter_dir / ADAPTER_WEIGHTS).stat().st_size:,} bytes)")
+    return adapter_dir
+
+
+def _check_embedding_layers(weights_file: Path, *, saved_on_purpose: bool) -> None:
+    from safetensors import safe_open
+
+    embedding_bytes = 0
+    with safe_open(str(weights_file), framework="pt") as handle:
+        for key in handle.keys():
+            if any(f"{layer}." in key for layer in EMBEDDING_LAYERS) and "lora_" not in key:
+                tensor = handle.get_tensor(key)
+                embedding_bytes += tensor.numel() * tensor.element_size()
+    if embedding_bytes and not saved_on_purpose:
+        raise ModelError(f"{weights_file} contains full embedding/output-head weights ({embedding_bytes:,} bytes) "
+                         "although save_embedding_layers is false; report this as a bug")
+    if embedding_bytes:
+        logger.warning("the adapter includes full embed_tokens/lm_head copies: %.1f MB of its %.1f MB "
+                       "(save_embedding_layers: true). vLLM and other servers may reject such adapters",
+                       embedding_bytes / 1e6, weights_file.stat().st_size / 1e6)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]], what: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    log_written(path, what)
+
+
+def is_run_done(run_dir: str | Path) -> bool:
+    """Return True when the run directory contains a saved adapter and validation metrics."""
+    run_dir = Path(run_dir)
+    return (run_dir / "adapter" / ADAPTER_WEIGHTS).is_file() and (run_dir / METRICS_FILE).is_file()
+
+
+
+# NOTE: a minimal scorer kept here until wgsy_lib/inference.py (the batched scorer that
+# 04_evaluate uses) lands; validation metrics should then come from that one implementation.
+@torch.no_grad()
+def score_labels(model: Any, processor: Any, rows: list[dict[str, Any]], *, classes: list[str],
+                 prefixes: list[str], answers: list[str]) -> list[dict[str, Any]]:
+    """Return, per row, the log-likelihood of each class's answer prefix after the prompt and image.
+
+    One forward pass per example scores all classes: the prompt is repeated once per class with the
+    class's prefix tokens appended. `answers` are the full answers the prefixes start (as rendered
+    for training): the prefix tokens are cut from the full answer's tokenization, because a
+    tokenizer may merge the prefix's closing quote with the `}` that follows it in training.
+    """
+    from tqdm.auto import tqdm
+
+    from .collate import _clean_messages
+    from .images import load_image
+
+    tokenizer = processor.tokenizer
+    candidates = [prefix_token_ids(tokenizer, prefix, answer) for prefix, answer in zip(prefixes, answers)]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    scored = []
+    for row in tqdm(rows, desc="scoring validation examples"):
+        prompt = processor.apply_chat_template(_clean_messages(row["messages"][:-1]), tokenize=False,
+                                               add_generation_prompt=True)
+        images = [load_image(path).image for path in row["images"]]
+        encoded = processor(text=[prompt], images=[images], return_tensors="pt", add_special_tokens=False)
+        batch = _candidate_batch(encoded, candidates, tokenizer.pad_token_id)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype if hasattr(model, "dtype") else torch.float32)
+        logits = model(**batch).logits.float()
+        scores = _candidate_log_likelihoods(logits, candidates, prompt_length=encoded["input_ids"].shape[1])
+        probabilities = torch.softmax(torch.tensor(scores), dim=0).tolist()
+        predicted = classes[max(range(len(classes)), key=scores.__getitem__)]
+        scored.append({"image": row["images"][0], "subject_id": row.get("subject_id"), "label": row["label"],
+                       "predicted": predicted, "correct": predicted == row["label"],
+                       "log_likelihoods": dict(zip(classes, scores)),
+                       "probabilities": dict(zip(classes, probabilities))})
+    if was_training:
+        model.train()
+    return scored
+
+
+def prefix_token_ids(tokenizer: Any, prefix: str, answer: str) -> list[int]:
+    """Return the tokens of `answer` that lie entirely within its first len(prefix) characters."""
+    if not answer.startswith(prefix):
+        raise ValueError(f"answer {answer!r} does not start with its scoring prefix {prefix!r}")
+    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [token for token, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]) if end <= len(prefix)]
+    if not ids:
+        raise ValueError(f"scoring prefix {prefix!r} covers no whole token of {answer!r}")
+    return ids
+
+
+def _candidate_batch(encoded: Any, candidates: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    prompt_ids = encoded["input_ids"][0]
+    prompt_length = prompt_ids.shape[0]
+    width = prompt_length + max(len(candidate) for candidate in candidates)
+    count = len(candidates)
+    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((count, width), dtype=torch.long)
+    token_type_ids = torch.zeros((count, width), dtype=torch.long)
+    for index, candidate in enumerate(candidates):
+        end = prompt_length + len(candidate)
+        input_ids[index, :prompt_length] = prompt_ids
+        input_ids[index, prompt_length:end] = torch.tensor(candidate)
+        attention_mask[index, :end] = 1
+        if "token_type_ids" in encoded:
+            token_type_ids[index, :prompt_length] = encoded["token_type_ids"][0]
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    if "pixel_values" in encoded:
+        pixel_values = encoded["pixel_values"]
+        batch["pixel_values"] = pixel_values.repeat(count, *([1] * (pixel_values.dim() - 1)))
+    return batch
+
+
+def _candidate_log_likelihoods(logits: torch.Tensor, candidates: list[list[int]], *, prompt_length: int) -> list[float]:
+    # The logits at position t predict token t + 1, so the first candidate token is read at prompt_length - 1.
+    log_probs = torch.log_softmax(logits, dim=-1)
+    scores = []
+    for index, candidate in enumerate(candidates):
+        positions = torch.arange(prompt_length - 1, prompt_length - 1 + len(candidate))
+        scores.append(float(log_probs[index, positions, torch.tensor(candidate)].sum()))
+    return scores
+
+
+def summarize_scores(scored: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+    """Return accuracy, per-class counts (every class gets a row) and chance levels for scored rows."""
+    per_class = {name: {"n": 0, "correct": 0, "predicted": 0} for name in classes}
+    outside = 0
+    for row in scored:
+        if row["label"] in per_class:
+            per_class[row["label"]]["n"] += 1
+            per_class[row["label"]]["correct"] += int(row["correct"])
+        else:
+            outside += 1
+        per_class[row["predicted"]]["predicted"] += 1
+    for counts in per_class.values():
+        counts["recall"] = counts["correct"] / counts["n"] if counts["n"] else None
+    total = len(scored)
+    majority = max((counts["n"] for counts in per_class.values()), default=0)
+    return {"accuracy": sum(int(row["correct"]) for row in scored) / total if total else 0.0, "n": total,
+            "classes": classes, "per_class": per_class, "labels_outside_classes": outside,
+            "chance_accuracy": 1 / len(classes), "majority_accuracy": majority / total if total else 0.0}
+
+
+def curves_image(plan: RunPlan) -> Any:
+    """Return the saved loss curve as an image object that notebooks display, headless runs included."""
+    from IPython.display import Image
+
+    return Image(filename=str(plan.run_dir / "loss_curve.png"))
+
+
+def metrics_table(metrics: dict[str, Any]) -> Any:
+    """Return the validation metrics as a DataFrame: one row per class and an overall row with chance level."""
+    import pandas as pd
+
+    rows = [{"class": name, "examples": counts["n"], "correct": counts["correct"], "recall": counts["recall"],
+             "predicted as this class": counts["predicted"]} for name, counts in metrics["per_class"].items()]
+    rows.append({"class": "all (accuracy)", "examples": metrics["n"],
+                 "correct": round(metrics["accuracy"] * metrics["n"]), "recall": metrics["accuracy"],
+                 "predicted as this class": None})
+    rows.append({"class": f"chance ({len(metrics['classes'])} classes)", "examples": None, "correct": None,
+                 "recall": metrics["chance_accuracy"], "predicted as this class": None})
+    return pd.DataFrame(rows)
