@@ -37,6 +37,8 @@ register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders,
 register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its photos",
          add_arguments="add_validate_arguments", run="run_validate")
 register("grid", "wgsy_lib.cli_grid", "run the 03_train LoRA grid: one papermill run per cell")
+register("evaluate", "wgsy_lib.cli_evaluate", "run 04_evaluate headless and write its HTML report")
+register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
 
 
 def build_parser() -> argparse.ArgumentParser:
