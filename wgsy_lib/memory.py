@@ -181,12 +181,14 @@ def estimate_memory(
     attn_implementation: str = "eager",
     max_new_tokens: int = 64,
     device: str | torch.device | None = None,
+    strict_targets: bool = True,
 ) -> MemoryEstimate:
     """Estimate the memory a training (or evaluation) run needs, from the model's config alone.
 
     `config_or_path` is a transformers config, a dict of config.json values, a config.json file or
     a model folder. No weights are read. `lora_r=0` means no adapter. With `device`, the estimate
-    also records how much memory that device has free.
+    also records how much memory that device has free. `strict_targets=False` turns a
+    `target_modules` that matches no layer into a warning and an estimate without LoRA.
     """
     settings = MemorySettings(
         dtype=_normalise_dtype(dtype), quantization=_check_quantization(quantization), lora_r=lora_r,
@@ -196,7 +198,14 @@ def estimate_memory(
     )
     _check_positive(batch_size=batch_size, seq_len=seq_len)
     config = load_config(config_or_path)
-    counts = count_parameters(config, lora_r=lora_r, target_modules=target_modules)
+    try:
+        counts = count_parameters(config, lora_r=lora_r, target_modules=target_modules)
+    except ConfigError as error:
+        if strict_targets:
+            raise
+        logger.warning("memory estimate: %s. Counting no LoRA parameters; the stage checks the target modules "
+                       "itself when the model is loaded.", error)
+        counts = count_parameters(config, lora_r=0, target_modules=target_modules)
     dims = read_dims(config, image_tokens=image_tokens)
     device_bytes = available_memory(device) if device is not None else None
     return _estimate(counts, dims, settings, device_bytes=device_bytes)
@@ -514,7 +523,9 @@ def check_memory_before_loading(
 
     `settings` are `estimate_memory`'s keyword arguments (dtype, quantization, lora_r, batch_size, ...).
     Call it before `from_pretrained`, so a run that cannot fit fails in seconds, not after loading.
+    Unknown target modules only warn here, because the stage reports them with the layer names that exist.
     """
+    settings.setdefault("strict_targets", False)
     estimate = estimate_memory(model_path, device=device, **settings)
     logger.info("memory estimate before loading %s:\n%s", model_path, estimate.format_table())
     check_fits(estimate, headroom=headroom, offload_folder=offload_folder)
