@@ -156,3 +156,17 @@ def test_apply_subset_writes_subset(tmp_path):
     path = apply_subset(source, tmp_path / "out", size=10, seed=4)
     assert path == tmp_path / "out" / "test_subset.jsonl"
     assert len(path.read_text().splitlines()) == 10
+
+
+def test_evaluate_plan_reads_subset(tmp_path, tiny_model_dir, labels):
+    from eval_helpers import make_photos, write_eval_jsonl
+    from wgsy_lib.evaluation import EvaluateConfig, plan_evaluation
+
+    test_file = write_eval_jsonl(tmp_path / "test.jsonl", make_photos(tmp_path / "photos", 8), labels)
+    config = EvaluateConfig.from_mapping({"base_model": str(tiny_model_dir), "test_files": [str(test_file)],
+                                          "output_dir": str(tmp_path / "out"), "subset_size": 4, "subset_seed": 3})
+    plan = plan_evaluation(config)
+    record = json.loads((tmp_path / "out" / "subsets" / "test" / SUBSET_RECORD_NAME).read_text())
+    assert plan.files[0].path == tmp_path / "out" / "subsets" / "test" / "test_subset.jsonl"
+    assert len(plan.files[0].examples) == 4
+    assert record["seed"] == 3
