@@ -12,7 +12,6 @@ from wgsy_lib.cli import main
 from wgsy_lib.errors import ConfigError
 from wgsy_lib.features import load_features
 from wgsy_lib.images import file_sha256, load_image
-from wgsy_lib.labels import load_labels
 from wgsy_lib.manifest import data_root_for, read_manifest
 from wgsy_lib.phantom import make_phantom_cohort, phantom_settings
 from wgsy_lib.phantom_draw import Face, Shot, draw_photo
@@ -152,3 +151,18 @@ def test_labels_with_a_phenotype_but_no_profile_are_rejected(tmp_path):
                       "  - {name: healthy control, phenotype: control, synonyms: {en: [healthy control]}}\n")
     with pytest.raises(ConfigError, match=r"phenotype\(s\) \['Noonan syndrome \(noonan\)'\] that have no profile"):
         make_phantom_cohort(tmp_path / "out", labels_path=labels)
+
+
+@pytest.mark.benchmark
+def test_phantom_speed_200_photos(tmp_path):
+    """Report the time to draw about 200 photos, serially and with two workers (target: under 20 s on 2 cores)."""
+    import time
+
+    seconds = {}
+    for workers in (1, 2):
+        started = time.perf_counter()
+        cohort = make_phantom_cohort(tmp_path / str(workers), subjects_per_class=17, photos_per_subject=3, workers=workers)
+        seconds[workers] = time.perf_counter() - started
+    print(f"phantom: {cohort.photos} photos; serial {seconds[1]:.1f} s, two workers {seconds[2]:.1f} s "
+          f"(parallel/serial ratio {seconds[2] / seconds[1]:.2f})")
+    assert _digest(tmp_path / "1") == _digest(tmp_path / "2")

@@ -69,6 +69,7 @@ class AnnotateConfig(StageConfig):
     max_retry_wait_s: float = Field(60.0, gt=0, description="maximum wait between two attempts, in seconds")
     max_answer_length: int = Field(1024, ge=1, description="output token limit of one answer")
     max_answer_length_cap: int = Field(4096, ge=1, description="token limit of the one retry of a truncated answer")
+    retry_truncated: bool = Field(True, description="on a rerun, ask again for photos whose last answer was cut off (truncated)")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: most deterministic)")
     image_max_side: int = Field(1024, ge=64, description="photos are downscaled to this longer side (pixels) before sending")
     jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the re-encoded photo")
@@ -188,7 +189,8 @@ def plan_annotation(config: AnnotateConfig) -> AnnotationPlan:
         _check_labels_present(frame, manifest_path)
 
     store = AnnotationStore(config.store_path)
-    finished = {key for key, record in store.latest().items() if record.status not in RETRYABLE_STATUSES}
+    retried = RETRYABLE_STATUSES if config.retry_truncated else RETRYABLE_STATUSES - {"truncated"}
+    finished = {key for key, record in store.latest().items() if record.status not in retried}
     items: dict[str, AnnotationItem] = {}
     for row in tqdm(frame.itertuples(index=False), total=len(frame), desc="hashing photos"):
         path = root / row.image

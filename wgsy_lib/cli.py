@@ -25,6 +25,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
     SUBCOMMANDS[name] = (module, add_arguments, run, help_text)
 
 
+register("demo", "wgsy_lib.cli_demo", "run the whole pipeline on the phantom cohort and the tiny model")
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
 register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
@@ -36,6 +37,10 @@ register("import", "wgsy_lib.cli_cohort", "build a cohort manifest from folders,
 register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its photos",
          add_arguments="add_validate_arguments", run="run_validate")
 register("grid", "wgsy_lib.cli_grid", "run the 03_train LoRA grid: one papermill run per cell")
+register("evaluate", "wgsy_lib.cli_evaluate", "run 04_evaluate headless and write its HTML report")
+register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
+register("export", "wgsy_lib.cli_export", "merge a LoRA adapter into its base model for serving (bf16 or fp32)")
+register("memory", "wgsy_lib.cli_memory", "estimate the memory a training or evaluation run needs, from config.json alone")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,8 @@ from .paths import resolve_path
 # Names that IPython and papermill put into a kernel's globals; they are never parameters.
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 _LITERAL_TYPES = (str, int, float, bool, type(None), list, dict, tuple)
-_SECRET_NAME = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+# Whole name parts only: "hf_token" and "openai_api_key" are secrets, "max_new_tokens" is not.
+_SECRET_NAME = re.compile(r"(?:^|_)(api_?key|token|secret|password)(?:$|_)", re.IGNORECASE)
 
 
 class StageConfig(BaseModel):

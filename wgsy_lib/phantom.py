@@ -38,7 +38,7 @@ from PIL import Image
 
 from .annotation_store import AnnotationRecord
 from .errors import ConfigError
-from .features import TYPICAL, FeatureSchema, load_features
+from .features import FeatureSchema, load_features
 from .labels import LabelSet, load_labels
 from .log import log_written
 from .manifest import write_manifest
@@ -406,4 +406,4 @@ def drawable_values() -> dict[str, tuple[str, ...]]:
 
 
 __all__ = ["PhantomCohort", "PhantomSettings", "make_phantom_cohort", "phantom_cohort_path", "phantom_settings",
-           "drawable_values", "TYPICAL"]
+           "drawable_values"]

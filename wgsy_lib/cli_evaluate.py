@@ -1,0 +1,28 @@
+"""`wgsy evaluate PARAMS.yaml`: run notebooks/04_evaluate.ipynb headless, then export its HTML report."""
+
+from __future__ import annotations
+
+import argparse
+
+from .evaluation import EvaluateConfig
+from .paths import resolve_path
+from .report import export_html
+from .runner import run_notebook
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("params", help="parameter file of 04_evaluate (for example params/demo/04_evaluate.yaml)")
+    parser.add_argument("--output", default=None,
+                        help="executed notebook to write (default: 04_evaluate.ipynb in the parameters' output_dir)")
+    parser.add_argument("--with-code", action="store_true", help="keep code cells in the HTML report (default: hidden)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = EvaluateConfig.from_yaml(args.params)  # fail here, before starting a kernel, on a bad parameter
+    output = resolve_path(args.output) if args.output else config.path("output_dir") / "04_evaluate.ipynb"
+    result = run_notebook("04_evaluate", output, config.to_dict())
+    if not result.ok:
+        return 1
+    # Photos are never included from here; `wgsy report --include-photos` exists for internal reports.
+    export_html(output, exclude_code=not args.with_code)
+    return 0
