@@ -57,7 +57,7 @@ REFERENCE_PROMPT_VERSION = "reference"
 REFERENCE_CREATED = "2000-01-01T00:00:00+00:00"
 DUPLICATE_KINDS = ("exact", "resized", "reencoded")
 CHILD_SHARE = 0.5
-# Colours that presets with little nuisance (Expressivity.nuisance < 1) pull their colours towards.
+# Middle colours that presets with little colour nuisance (Expressivity.nuisance below 1) pull towards.
 SKIN_MIDDLE = (215, 172, 140)
 HAIR_MIDDLE = (60, 42, 30)
 BACKGROUND_MIDDLE = (150, 160, 170)
