@@ -1,3 +1,5 @@
+"""Label normalisation: every class, synonym, abbreviation and negation case, one by one."""
+
 import pytest
 
 from wgsy_lib.errors import ConfigError

@@ -20,6 +20,7 @@ from .log import log_written
 from .manifest import data_root_for, read_manifest
 from .notebook import is_headless
 from .paths import resolve_path
+from .plots import PHOTO_KIND, PLOT_KIND, show_figure
 from .prompts import prompt_version
 
 logger = logging.getLogger(__name__)
@@ -189,21 +190,21 @@ def _draw_photos(shown: pd.DataFrame, features: FeatureSchema) -> None:
         axis.imshow(load_image(row["image_path"]).image)
         axis.set_title(f"{row['label']}\n{_abnormal_text(row, features)[:60]}", fontsize=7)
     figure.tight_layout()
-    _show(figure)
+    _show(figure, kind=PHOTO_KIND)
 
 
-def _show(figure: Any) -> None:
+def _show(figure: Any, *, kind: str = PLOT_KIND) -> None:
     # Displayed through IPython when there is a kernel (live or papermill), so the executed notebook
-    # keeps the static figure; closed either way so figures do not pile up in memory.
+    # keeps the static figure, marked as a plot or a photo so HTML reports know whether to keep it;
+    # closed either way so figures do not pile up in memory.
     import matplotlib.pyplot as plt
 
     try:
         from IPython import get_ipython
-        from IPython.display import display
     except ImportError:
         get_ipython = None
     if get_ipython is not None and get_ipython() is not None:
-        display(figure)
+        show_figure(figure, kind=kind)
     plt.close(figure)
 
 

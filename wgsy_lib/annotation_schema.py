@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .features import UNCERTAIN, FeatureSchema
+from .parsing import find_json_objects
 
 SCHEMA_NAME = "facial_features"
 # Limits of OpenAI's strict structured outputs (platform.openai.com, "Structured Outputs",
@@ -146,27 +147,6 @@ def parse_answer(text: str | None, features: FeatureSchema, *, refusal: str | No
     if "{" in text:
         return ParsedAnswer("invalid", reason="the text starts a JSON object that does not parse")
     return ParsedAnswer("invalid", reason="no JSON object in the answer")
-
-
-def find_json_objects(text: str) -> list[Any]:
-    """Return every top-level JSON object in `text`, in order, ignoring fences and prose around them.
-
-    Decoding starts at each `{` with Python's JSON decoder, so braces and backticks inside string
-    values do not confuse it, and an object found is skipped as a whole.
-    """
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    position = text.find("{")
-    while position != -1:
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
-            position = text.find("{", position + 1)
-            continue
-        if isinstance(value, dict):
-            found.append(value)
-        position = text.find("{", end)
-    return found
 
 
 def validate_answer(candidate: Any, features: FeatureSchema) -> ParsedAnswer | None:

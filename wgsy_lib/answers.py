@@ -50,6 +50,32 @@ def answer_prefix(answer_format: str, label: str, labels: LabelSet) -> str:
     return json.dumps({"diagnosis": label}, ensure_ascii=False)[:-1]
 
 
+def scoring_token_ids(tokenizer, answer_format: str, label: str, labels: LabelSet) -> list[int]:
+    """Return the token ids label scoring compares for `label`: the answer prefix as tokenized in training.
+
+    A tokenizer may merge the prefix's closing quote with the character after it (`"}` or `",`), so
+    the prefix tokenized on its own can differ from the tokens the model was trained on. The ids
+    are therefore cut from tokenized full answers: the whole tokens inside the prefix, common to
+    an answer that ends after the diagnosis and one that goes on with features.
+    """
+    prefix = answer_prefix(answer_format, label, labels)
+    continuations = [render_answer(answer_format, label, labels)]
+    if answer_format == "json":
+        continuations.append(render_answer(answer_format, label, labels, features={"feature": "value"}))
+    token_lists = []
+    for answer in continuations:
+        encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        token_lists.append([token for token, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
+                            if end <= len(prefix)])
+    common = token_lists[0]
+    for tokens in token_lists[1:]:
+        length = next((index for index, (a, b) in enumerate(zip(common, tokens)) if a != b), min(len(common), len(tokens)))
+        common = common[:length]
+    if not common:
+        raise ConfigError(f"the answer prefix {prefix!r} of {label!r} covers no whole token; label scoring cannot compare it")
+    return common
+
+
 def scoring_classes(answer_format: str, labels: LabelSet) -> list[str]:
     """Return the classes a model answering in `answer_format` can name."""
     if answer_format == "binary":

@@ -39,6 +39,8 @@ register("validate", "wgsy_lib.cli_cohort", "check a cohort manifest against its
 register("grid", "wgsy_lib.cli_grid", "run the 03_train LoRA grid: one papermill run per cell")
 register("evaluate", "wgsy_lib.cli_evaluate", "run 04_evaluate headless and write its HTML report")
 register("report", "wgsy_lib.cli_report", "export an executed notebook as an HTML report without patient photos")
+register("export", "wgsy_lib.cli_export", "merge a LoRA adapter into its base model for serving (bf16 or fp32)")
+register("memory", "wgsy_lib.cli_memory", "estimate the memory a training or evaluation run needs, from config.json alone")
 
 
 def build_parser() -> argparse.ArgumentParser:

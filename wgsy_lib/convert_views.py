@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pandas as pd
@@ -9,6 +10,7 @@ from matplotlib.figure import Figure
 
 from .convert import Conversion
 from .images import fit_within, load_image
+from .plots import PHOTO_KIND, show_figure, show_png
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +64,20 @@ def plot_split_distributions(conversion: Conversion) -> Figure:
     return figure
 
 
+def show_split_distributions(conversion: Conversion) -> None:
+    """Display the split distribution figure in the notebook, marked as a plot so reports keep it."""
+    show_figure(plot_split_distributions(conversion))
+
+
 def example_table(conversion: Conversion, *, count: int, show_photos: bool = False) -> pd.DataFrame:
     """Return the first `count` examples of each split (no photos); with `show_photos`, also display them."""
     examples = conversion.examples
     shown = pd.concat([examples[examples["split"] == split].head(count) for split in SPLIT_ORDER])
     if show_photos:
-        from IPython.display import display  # only notebooks show photos
-
         for _, row in shown.iterrows():
-            display(fit_within(load_image(row["image"]).image, PREVIEW_SIDE))
+            buffer = io.BytesIO()
+            fit_within(load_image(row["image"]).image, PREVIEW_SIDE).save(buffer, format="PNG")
+            show_png(buffer.getvalue(), kind=PHOTO_KIND)
     return shown[["split", "label", "subject_id", "feature_source", "instruction", "response"]].reset_index(drop=True)
 
 

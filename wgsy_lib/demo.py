@@ -228,7 +228,7 @@ def headline_numbers(evaluate_dir: Path) -> tuple[str | None, list[dict[str, Any
             role = "zero-shot baseline"
         else:
             continue
-        entry = {**row.to_dict(), "role": role}  # the comparison's own role column says "test"
+        entry = {**row.to_dict(), "role": role}
         test_summary = (selection.get("test") or {}).get(row["file"], {})
         if row["model"] == selected and test_summary.get("balanced_accuracy_ci"):
             entry["balanced_accuracy_ci"] = test_summary["balanced_accuracy_ci"]

@@ -39,6 +39,7 @@ from .log import log_written
 from .metrics import classification_metrics
 from .parsing import PARSED, parse_answer
 from .paths import resolve_path
+from .subsets import apply_subset
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ class EvaluateConfig(StageConfig):
     batch_size: int = Field(8, ge=1, description="examples per forward pass; halved automatically on out-of-memory")
     max_new_tokens: int = Field(256, ge=1, description="generation limit in tokens; answers cut here are marked truncated")
     max_examples: int = Field(0, ge=0, description="evaluate only the first N examples of each file (0: all), for quick checks")
+    subset_size: int = Field(0, ge=0, description="evaluate a seeded subset of this many examples of each test file, "
+                             "stratified by label and grouped by subject (0: whole file)")
+    subset_fraction: float = Field(0.0, ge=0, le=1, description="evaluate this fraction of each test file instead "
+                                   "(0: whole file); set at most one of subset_size and subset_fraction")
+    subset_seed: int = Field(0, description="seed of the test subset; the subset is written to output_dir/subsets")
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples (by subject) for confidence intervals; 0 turns them off")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the bootstrap intervals")
     seed: int = Field(0, description="seed of the bootstrap resampling")
@@ -76,9 +82,14 @@ class EvaluateConfig(StageConfig):
     max_error_fraction: float = Field(0.1, ge=0, le=1, description="fail the run when more than this fraction of photos in a file cannot be loaded")
     device: str = Field("auto", description="auto, cpu, cuda or mps")
     dtype: str = Field("auto", description="auto (bf16 on capable GPUs, else fp32), bf16 or fp32")
+    offload_folder: str = Field("", description="folder for weights that do not fit on the GPU (offloaded to CPU RAM, "
+                                "then this folder; slow); empty turns offloading off")
     output_dir: str = Field("", description="folder for predictions, metrics, plots and the comparison table")
     show_photos: bool = Field(False, description="show a few evaluated photos in the notebook (off: reports carry no patient photos)")
     n_photos: int = Field(4, ge=0, description="how many photos to show when show_photos is true")
+    export_dir: str = Field("", description="folder for the selected adapter merged into the base model, for serving "
+                            "(empty: no export)")
+    export_dtype: str = Field("bf16", description="dtype of the merged export: bf16 or fp32")
 
     @field_validator("base_model", "output_dir")
     @classmethod
@@ -255,6 +266,9 @@ def _read_files(config: EvaluateConfig, labels: LabelSet) -> list[EvalFile]:
     files = []
     for (role, _entry), path in zip(entries, paths):
         name = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}-{path.stem}"
+        if role == "test":
+            path = apply_subset(path, config.path("output_dir") / "subsets" / _slug(name), size=config.subset_size,
+                                fraction=config.subset_fraction, seed=config.subset_seed)
         files.append(EvalFile(_slug(name), path, role, read_eval_file(path, labels, max_examples=config.max_examples)))
     return files
 
@@ -268,7 +282,8 @@ def run_evaluation(plan: EvaluationPlan) -> EvaluationResults:
 
     config = plan.config
     results = EvaluationResults(plan)
-    base_model, processor = load_for_evaluation(config.base_model, device=config.device, dtype=config.dtype)
+    base_model, processor = load_for_evaluation(config.base_model, device=config.device, dtype=config.dtype,
+                                                offload_folder=config.offload_folder or None)
     for spec in plan.models:
         logger.info("evaluating %s", spec.name)
         model = base_model if spec.is_base else attach_adapter(base_model, spec.adapter)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .answers import ANSWER_FORMATS, answer_prefix, scoring_classes
+from .answers import ANSWER_FORMATS, scoring_classes, scoring_token_ids
 from .errors import DataError, ImageError, ModelError
 from .images import load_image
 from .labels import LabelSet
@@ -206,12 +206,18 @@ def encode_prompts(processor, examples: Sequence[EvalExample], images: Sequence[
     """Render each prompt with the chat template (generation prompt added) and tokenize with its image."""
     texts = [processor.apply_chat_template(example.prompt_messages, add_generation_prompt=True, tokenize=False)
              for example in examples]
-    # The chat template already writes <bos>; letting the tokenizer add another would give the model
-    # a prompt it never saw in training.
-    bos = processor.tokenizer.bos_token
-    add_special = not (bos and all(text.startswith(bos) for text in texts))
     return processor(text=texts, images=[[image] for image in images], return_tensors="pt", padding=True,
-                     add_special_tokens=add_special)
+                     add_special_tokens=needs_special_tokens(processor, texts))
+
+
+def needs_special_tokens(processor, texts: Sequence[str]) -> bool:
+    """Return False when the chat template already wrote <bos> into every text.
+
+    Gemma 3's template writes <bos> itself; letting the tokenizer add another would give the model a
+    prompt it never saw in training. Templates without <bos> still get the tokenizer's own.
+    """
+    bos = processor.tokenizer.bos_token
+    return not (bos and all(text.startswith(bos) for text in texts))
 
 
 def run_in_batches(examples: Sequence[EvalExample], batch_size: int, run_batch: Callable, *, desc: str,
@@ -329,8 +335,7 @@ def score_labels(model, processor, examples: Sequence[EvalExample], labels: Labe
     prepare_processor(processor)
     answer_format = examples[0].answer_format if examples else "json"
     classes = scoring_classes(answer_format, labels)
-    prefix_ids = [processor.tokenizer(answer_prefix(answer_format, name, labels), add_special_tokens=False)["input_ids"]
-                  for name in classes]
+    prefix_ids = [scoring_token_ids(processor.tokenizer, answer_format, name, labels) for name in classes]
 
     def run_batch(batch, images):
         return score_batch(model, processor, batch, images, classes=classes, prefix_ids=prefix_ids)

@@ -12,17 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from . import models
+from .memory import check_memory_before_loading
 
 logger = logging.getLogger(__name__)
 
 
-def load_for_evaluation(base_model: str, *, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+def load_for_evaluation(base_model: str, *, device: str = "auto", dtype: str = "auto",
+                        offload_folder: str | None = None) -> tuple[Any, Any]:
     """Load the base model in eval mode and its processor (padding on the left); return both."""
     source = models.locate_model(base_model)
     chosen_device = models.choose_device(device)
     chosen_dtype = models.choose_dtype(chosen_device, dtype, model_type=source.model_type)
     attention = models.choose_attention("auto", model_type=source.model_type, training=False)
-    model = models.load_base_model(source, device=chosen_device, dtype=chosen_dtype, attn_implementation=attention)
+    # Batch size 1 is what the out-of-memory halving reaches, so only a run that cannot fit even then stops.
+    check_memory_before_loading(source.local_dir or source.name, device=chosen_device, offload_folder=offload_folder,
+                                dtype=str(chosen_dtype).removeprefix("torch."), training=False, lora_r=0,
+                                batch_size=1, attn_implementation=attention)
+    model = models.load_base_model(source, device=chosen_device, dtype=chosen_dtype, attn_implementation=attention,
+                                   offload_folder=offload_folder)
     processor = models.load_processor(source.local_dir or source.name, padding_side="left")
 
     model.eval()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, ModelError
+from .memory import offload_loading_kwargs
 from .paths import resolve_path
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ def load_processor(name_or_path: str | Path, *, padding_side: str = "right", tru
 
 
 def load_base_model(source: ModelSource, *, device: str, dtype: torch.dtype, attn_implementation: str,
-                    quantization: Any | None = None, trust_remote_code: bool = False) -> Any:
+                    quantization: Any | None = None, trust_remote_code: bool = False,
+                    offload_folder: str | None = None) -> Any:
     """Load the image-text-to-text model in `dtype` on `device`; the caller adds LoRA afterwards."""
     from transformers import AutoModelForImageTextToText
 
@@ -208,11 +210,13 @@ def load_base_model(source: ModelSource, *, device: str, dtype: torch.dtype, att
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": torch.cuda.current_device()}
+    # NOTE: offloading a 4-bit model also needs llm_int8_enable_fp32_cpu_offload in its quantization config.
+    kwargs.update(offload_loading_kwargs(offload_folder, device))
     try:
         model = AutoModelForImageTextToText.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelError(f"could not load the model from {where}: {error}") from None
-    if quantization is None:
+    if "device_map" not in kwargs:
         model = model.to(device)
     return model
 

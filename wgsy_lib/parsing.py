@@ -123,7 +123,12 @@ def parse_answer(text: str | None, labels: LabelSet, *, truncated: bool = False)
 
 
 def find_json_objects(text: str) -> list[dict[str, Any]]:
-    """Return every complete JSON object in `text`, in order, whatever surrounds it (fences, prose)."""
+    """Return every top-level JSON object in `text`, in order, ignoring fences and prose around them.
+
+    Decoding starts at each `{` with Python's JSON decoder, so braces and backticks inside string
+    values do not confuse it, and an object found is skipped as a whole. The annotator's answer
+    checks use it too.
+    """
     decoder = json.JSONDecoder()
     objects: list[dict[str, Any]] = []
     position = text.find("{")

@@ -101,12 +101,12 @@ def show_png(data: bytes, *, kind: str = PLOT_KIND) -> None:
     display(Image(data=data, format="png"), metadata={OUTPUT_METADATA_KEY: {"kind": kind}})
 
 
-def show_figure(figure: Figure) -> None:
-    """Display a matplotlib figure in the notebook as a marked plot, then close it."""
+def show_figure(figure: Figure, *, kind: str = PLOT_KIND) -> None:
+    """Display a matplotlib figure in the notebook, marked as a plot (or a photo), then close it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI)
     plt.close(figure)
-    show_png(buffer.getvalue(), kind=PLOT_KIND)
+    show_png(buffer.getvalue(), kind=kind)
 
 
 def _short(name: str) -> str:

@@ -25,15 +25,17 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from .answers import answer_prefix, render_answer, scoring_classes
+from .answers import scoring_classes
 from .collate import AnswerOnlyCollator
 from .config import StageConfig
 from .errors import ConfigError, DataError, ModelError
 from .labels import LabelSet, load_labels
 from .log import log_written
+from .memory import check_memory_before_loading, lora_pattern
 from .models import (ADAPTER_WEIGHTS, ModelSource, choose_attention, choose_device, choose_dtype,
                      hardware_summary, load_base_model, load_processor, locate_model, peak_memory_bytes,
                      quantization_config)
+from .precision import NonFiniteLossGuard, fp16_override
 from .runcard import build_run_card, finish_run_card, write_run_card
 from .training_logs import CrashAfterStepCallback, LoggingCallback, tensorboard_callback, write_curves
 
@@ -70,6 +72,10 @@ class TrainConfig(StageConfig):
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default. 1 is fastest for "
                                "the tiny demo model, and on a busy machine")
     load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (CUDA and bitsandbytes only)")
+    allow_fp16: bool = Field(False, description="allow dtype fp16, which overflows in Gemma 3; the run then stops at the "
+                             "first NaN or infinite loss")
+    offload_folder: str = Field("", description="folder for weights that do not fit on the GPU (offloaded to CPU RAM, "
+                                "then this folder; slow); empty turns offloading off")
     seed: int = Field(42, description="seed for LoRA initialisation, data order and dropout")
     r: int = Field(16, description="LoRA rank (> 0)")
     lora_alpha: int = Field(16, description="LoRA scaling numerator; the update is scaled by lora_alpha / r")
@@ -193,9 +199,16 @@ def prepare_run(config: TrainConfig) -> RunPlan:
         torch.set_num_threads(config.torch_threads)
         logger.info("torch threads: %d (torch_threads)", config.torch_threads)
     source = locate_model(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
-    dtype = choose_dtype(device, config.dtype, model_type=source.model_type)
+    dtype = (fp16_override(config.dtype, allow_fp16=config.allow_fp16, device=device)
+             or choose_dtype(device, config.dtype, model_type=source.model_type))
     attention = choose_attention(config.attn_implementation, model_type=source.model_type, training=True)
     quantization = quantization_config(config.load_in_4bit, device=device, compute_dtype=dtype)
+    check_memory_before_loading(
+        source.local_dir or source.name, device=device, offload_folder=config.offload_folder or None,
+        dtype=str(dtype).removeprefix("torch."), quantization="4bit" if config.load_in_4bit else None,
+        lora_r=config.r, target_modules=lora_pattern(config.target_modules, config.vision_target_modules),
+        batch_size=config.per_device_train_batch_size, gradient_checkpointing=config.gradient_checkpointing,
+        attn_implementation=attention)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     card = build_run_card(stage=TrainConfig.stage, parameters=config.to_dict(), data_files=data_files.values(),
@@ -277,7 +290,7 @@ def load_model_for_training(plan: RunPlan) -> tuple[Any, Any]:
     torch.manual_seed(config.seed)
     model = load_base_model(plan.model_source, device=plan.device, dtype=plan.dtype,
                             attn_implementation=plan.attn_implementation, quantization=plan.quantization,
-                            trust_remote_code=config.trust_remote_code)
+                            trust_remote_code=config.trust_remote_code, offload_folder=config.offload_folder or None)
     lora = lora_config(config, model)
     if plan.quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -372,6 +385,7 @@ def build_trainer(plan: RunPlan, model: Any, processor: Any) -> Any:
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=plan.dtype == torch.bfloat16 and plan.device == "cuda",
+        fp16=plan.dtype == torch.float16,
         use_cpu=plan.device == "cpu",
         logging_steps=config.logging_steps,
         logging_first_step=True,
@@ -412,6 +426,8 @@ def _add_callbacks(trainer: Any, plan: RunPlan, *, headless: bool) -> None:
         # The default PrinterCallback prints a raw dict per log step into the executed notebook.
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(LoggingCallback())
+    if plan.dtype == torch.float16:
+        trainer.add_callback(NonFiniteLossGuard(precision="fp16"))
     crash = CrashAfterStepCallback.from_environment()
     if crash is not None:
         trainer.add_callback(crash)
@@ -441,12 +457,25 @@ def run_training(plan: RunPlan, trainer: Any) -> Any:
 
 def evaluate_validation(plan: RunPlan, model: Any, processor: Any) -> dict[str, Any]:
     """Score every validation example by label likelihood and return accuracy and per-class counts."""
-    rows = plan.rows["val"]
-    if plan.config.val_max_examples:
-        rows = rows[:plan.config.val_max_examples]
-    prefixes = [answer_prefix(plan.answer_format, name, plan.labels) for name in plan.classes]
-    answers = [render_answer(plan.answer_format, name, plan.labels) for name in plan.classes]
-    scored = score_labels(model, processor, rows, classes=plan.classes, prefixes=prefixes, answers=answers)
+    from .inference import read_eval_file, score_labels
+
+    examples = read_eval_file(plan.data_files["val"], plan.labels, max_examples=plan.config.val_max_examples)
+    # The same batched scorer as 04_evaluate, so validation and evaluation numbers are comparable.
+    # Dropout must be off while scoring; the trainer may go on training after this call.
+    was_training = model.training
+    model.eval()
+    try:
+        run = score_labels(model, processor, examples, plan.labels, batch_size=plan.config.per_device_eval_batch_size,
+                           desc="scoring validation examples")
+    finally:
+        model.train(was_training)
+        processor.tokenizer.padding_side = "right"  # score_labels pads on the left; training pads on the right
+    scored = [{"image": item.example.image, "subject_id": item.example.subject_id, "label": item.example.label,
+               "predicted": item.predicted, "correct": item.predicted == item.example.label,
+               "log_likelihoods": dict(zip(item.classes, item.log_likelihoods)),
+               "probabilities": dict(zip(item.classes, item.probabilities))} for item in run.results]
+    if run.errors:
+        logger.warning("%d validation photo(s) could not be scored and are left out of the metrics", len(run.errors))
     metrics = summarize_scores(scored, plan.classes)
     metrics["split"] = "val"
     _write_jsonl(plan.run_dir / "val_predictions.jsonl", scored, "validation predictions")
@@ -525,94 +554,6 @@ def is_run_done(run_dir: str | Path) -> bool:
 
 
 
-# NOTE: a minimal scorer kept here until wgsy_lib/inference.py (the batched scorer that
-# 04_evaluate uses) lands; validation metrics should then come from that one implementation.
-@torch.no_grad()
-def score_labels(model: Any, processor: Any, rows: list[dict[str, Any]], *, classes: list[str],
-                 prefixes: list[str], answers: list[str]) -> list[dict[str, Any]]:
-    """Return, per row, the log-likelihood of each class's answer prefix after the prompt and image.
-
-    One forward pass per example scores all classes: the prompt is repeated once per class with the
-    class's prefix tokens appended. `answers` are the full answers the prefixes start (as rendered
-    for training): the prefix tokens are cut from the full answer's tokenization, because a
-    tokenizer may merge the prefix's closing quote with the `}` that follows it in training.
-    """
-    from tqdm.auto import tqdm
-
-    from .collate import _clean_messages
-    from .images import load_image
-
-    tokenizer = processor.tokenizer
-    candidates = [prefix_token_ids(tokenizer, prefix, answer) for prefix, answer in zip(prefixes, answers)]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    scored = []
-    for row in tqdm(rows, desc="scoring validation examples"):
-        prompt = processor.apply_chat_template(_clean_messages(row["messages"][:-1]), tokenize=False,
-                                               add_generation_prompt=True)
-        images = [load_image(path).image for path in row["images"]]
-        encoded = processor(text=[prompt], images=[images], return_tensors="pt", add_special_tokens=False)
-        batch = _candidate_batch(encoded, candidates, tokenizer.pad_token_id)
-        batch = {name: tensor.to(device) for name, tensor in batch.items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(model.dtype if hasattr(model, "dtype") else torch.float32)
-        logits = model(**batch).logits.float()
-        scores = _candidate_log_likelihoods(logits, candidates, prompt_length=encoded["input_ids"].shape[1])
-        probabilities = torch.softmax(torch.tensor(scores), dim=0).tolist()
-        predicted = classes[max(range(len(classes)), key=scores.__getitem__)]
-        scored.append({"image": row["images"][0], "subject_id": row.get("subject_id"), "label": row["label"],
-                       "predicted": predicted, "correct": predicted == row["label"],
-                       "log_likelihoods": dict(zip(classes, scores)),
-                       "probabilities": dict(zip(classes, probabilities))})
-    if was_training:
-        model.train()
-    return scored
-
-
-def prefix_token_ids(tokenizer: Any, prefix: str, answer: str) -> list[int]:
-    """Return the tokens of `answer` that lie entirely within its first len(prefix) characters."""
-    if not answer.startswith(prefix):
-        raise ValueError(f"answer {answer!r} does not start with its scoring prefix {prefix!r}")
-    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
-    ids = [token for token, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]) if end <= len(prefix)]
-    if not ids:
-        raise ValueError(f"scoring prefix {prefix!r} covers no whole token of {answer!r}")
-    return ids
-
-
-def _candidate_batch(encoded: Any, candidates: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    prompt_ids = encoded["input_ids"][0]
-    prompt_length = prompt_ids.shape[0]
-    width = prompt_length + max(len(candidate) for candidate in candidates)
-    count = len(candidates)
-    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((count, width), dtype=torch.long)
-    token_type_ids = torch.zeros((count, width), dtype=torch.long)
-    for index, candidate in enumerate(candidates):
-        end = prompt_length + len(candidate)
-        input_ids[index, :prompt_length] = prompt_ids
-        input_ids[index, prompt_length:end] = torch.tensor(candidate)
-        attention_mask[index, :end] = 1
-        if "token_type_ids" in encoded:
-            token_type_ids[index, :prompt_length] = encoded["token_type_ids"][0]
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-    if "pixel_values" in encoded:
-        pixel_values = encoded["pixel_values"]
-        batch["pixel_values"] = pixel_values.repeat(count, *([1] * (pixel_values.dim() - 1)))
-    return batch
-
-
-def _candidate_log_likelihoods(logits: torch.Tensor, candidates: list[list[int]], *, prompt_length: int) -> list[float]:
-    # The logits at position t predict token t + 1, so the first candidate token is read at prompt_length - 1.
-    log_probs = torch.log_softmax(logits, dim=-1)
-    scores = []
-    for index, candidate in enumerate(candidates):
-        positions = torch.arange(prompt_length - 1, prompt_length - 1 + len(candidate))
-        scores.append(float(log_probs[index, positions, torch.tensor(candidate)].sum()))
-    return scores
-
-
 def summarize_scores(scored: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
     """Return accuracy, per-class counts (every class gets a row) and chance levels for scored rows."""
     per_class = {name: {"n": 0, "correct": 0, "predicted": 0} for name in classes}
@@ -633,11 +574,11 @@ def summarize_scores(scored: list[dict[str, Any]], classes: list[str]) -> dict[s
             "chance_accuracy": 1 / len(classes), "majority_accuracy": majority / total if total else 0.0}
 
 
-def curves_image(plan: RunPlan) -> Any:
-    """Return the saved loss curve as an image object that notebooks display, headless runs included."""
-    from IPython.display import Image
+def show_curves(plan: RunPlan) -> None:
+    """Display the saved loss curve in the notebook, marked as a plot so HTML reports keep it."""
+    from .plots import show_image_file
 
-    return Image(filename=str(plan.run_dir / "loss_curve.png"))
+    show_image_file(plan.run_dir / "loss_curve.png")
 
 
 def metrics_table(metrics: dict[str, Any]) -> Any:

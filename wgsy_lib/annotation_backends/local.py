@@ -49,10 +49,13 @@ class LocalBackend:
         """Generate one answer per request in a single left-padded batch."""
         import torch
 
+        from ..inference import needs_special_tokens
+
         texts = [self.processor.apply_chat_template(_messages(request), add_generation_prompt=True, tokenize=False)
                  for request in requests]
         images = [[request.image] for request in requests]
-        inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+        inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt",
+                                add_special_tokens=needs_special_tokens(self.processor, texts))
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
