@@ -91,10 +91,15 @@ def run_demo(*, out_dir: str | Path | None = None, quick: bool = False, fresh: b
 
     _timed(summary, "assets", lambda: prepare_assets(out_dir, quick=quick))
     notebooks = out_dir / "notebooks"
+    # A stage whose executed notebook finished with the same parameters, after unchanged upstream
+    # steps, is reused; once one step runs, every later step runs again.
+    rerun = False
     for stage in ("01_annotate", "02_convert"):
-        _timed(summary, stage, lambda stage=stage: run_stage(stage, out_dir, notebooks / f"{stage}.ipynb", quick=quick))
-    _timed(summary, "03_train grid", lambda: run_demo_grid(out_dir, quick=quick))
-    _timed(summary, "04_evaluate", lambda: run_stage("04_evaluate", out_dir, notebooks / "04_evaluate.ipynb", quick=quick))
+        rerun = _timed(summary, stage, lambda stage=stage: run_stage(stage, out_dir, notebooks / f"{stage}.ipynb",
+                                                                     quick=quick, force=rerun)) or rerun
+    rerun = _timed(summary, "03_train grid", lambda: run_demo_grid(out_dir, quick=quick)) or rerun
+    _timed(summary, "04_evaluate", lambda: run_stage("04_evaluate", out_dir, notebooks / "04_evaluate.ipynb",
+                                                     quick=quick, force=rerun))
     summary.reports = _timed(summary, "reports", lambda: export_reports(out_dir))
 
     summary.selected, summary.headline = headline_numbers(out_dir / "evaluate")
@@ -145,20 +150,36 @@ def demo_parameters(stage: str, out_dir: Path, *, quick: bool = False) -> dict[s
     return _relocate(values, out_dir)
 
 
-def run_stage(stage: str, out_dir: Path, executed: Path, *, quick: bool = False) -> Path:
-    """Run one stage notebook through papermill with the demo parameters; raise DemoError on failure."""
+def run_stage(stage: str, out_dir: Path, executed: Path, *, quick: bool = False, force: bool = False) -> bool:
+    """Run one stage notebook through papermill with the demo parameters; raise DemoError on failure.
+
+    Return True when it ran, False when an earlier run with the same parameters was reused (its
+    executed notebook and a stamp of its parameters are kept beside each other).
+    """
     from .runner import run_notebook
 
-    run = run_notebook(stage, executed, demo_parameters(stage, out_dir, quick=quick))
+    parameters = demo_parameters(stage, out_dir, quick=quick)
+    stamp = executed.with_suffix(".done.json")
+    wanted = json.dumps(parameters, sort_keys=True, default=str)
+    if not force and executed.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == wanted:
+        logger.info("reusing %s: it finished with the same parameters (`wgsy demo --fresh` runs everything again)",
+                    executed)
+        return False
+    stamp.unlink(missing_ok=True)
+    run = run_notebook(stage, executed, parameters)
     if not run.ok:
         raise DemoError(f"demo step {stage} failed (exit status {run.returncode}). The executed notebook {run.output} "
                         f"shows the failing cell and {run.log_file} has the full log; fix the cause and rerun "
                         "`wgsy demo` (finished steps are reused).")
-    return executed
+    stamp.write_text(wanted, encoding="utf-8")
+    return True
 
 
-def run_demo_grid(out_dir: Path, *, quick: bool = False) -> None:
-    """Run the demo's LoRA grid (params/demo/grid.yaml); every cell must finish."""
+def run_demo_grid(out_dir: Path, *, quick: bool = False) -> bool:
+    """Run the demo's LoRA grid (params/demo/grid.yaml); every cell must finish.
+
+    Return True when any cell ran, False when every cell was already done.
+    """
     from .grid import load_grid, run_grid
 
     grid_values = _read_yaml(params_dir() / "demo" / "grid.yaml")
@@ -172,6 +193,7 @@ def run_demo_grid(out_dir: Path, *, quick: bool = False) -> None:
         names = ", ".join(f"{result.name} ({result.status})" for result in failed)
         raise DemoError(f"demo grid cell(s) {names} failed; see the cell folders under {out_dir / 'grid'} "
                         "(each has its executed 03_train notebook and log), then rerun `wgsy demo`.")
+    return any(result.status != "skipped" for result in results)
 
 
 def export_reports(out_dir: Path) -> list[Path]:
