@@ -51,7 +51,7 @@ class DemoError(WgsyError, RuntimeError):
 
 @dataclass
 class DemoSummary:
-    """Where the demo's results are, and its headline numbers."""
+    """The locations of a finished demo's results, and its headline numbers."""
 
     out_dir: Path
     seconds: float

@@ -1,4 +1,4 @@
-"""What every stage notebook does first: set up logging and validate its parameters.
+"""Start-up of every stage notebook: logging and validated parameters.
 
 A notebook's second code cell is always
 
