@@ -116,13 +116,13 @@ def prepare_assets(out_dir: Path, *, quick: bool = False) -> None:
     When either changes (new settings or a new version of their code), everything computed from
     them is removed, so no stale annotation, split or adapter is reused.
     """
-    from .phantom import make_phantom_cohort, phantom_settings
+    from .phantom import cache_key, make_phantom_cohort, phantom_settings
     from .tiny_model import build_tiny_model, settings_for
 
     model_settings = settings_for()
     phantom_values = {**_read_yaml(params_dir() / "demo" / "phantom.yaml"), **(QUICK_PHANTOM if quick else {})}
     cohort_settings = phantom_settings(**phantom_values)
-    wanted = {"tiny_model": model_settings.key(), "phantom": cohort_settings.key()}
+    wanted = {"tiny_model": model_settings.key(), "phantom": cache_key(cohort_settings)}
 
     state_path = out_dir / STATE_FILE
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}

@@ -49,6 +49,8 @@ from .phantom_profiles import ProfileSet, expressivity_preset, load_profiles, sa
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
+# The modules whose code decides the drawn pixels; their text is part of the cache key.
+_SOURCE_FILES = ("phantom.py", "phantom_draw.py", "phantom_profiles.py")
 SOURCE = "phantom"
 REFERENCE_BACKEND = "phantom-reference"
 REFERENCE_MODEL = "phantom-v1"
@@ -158,9 +160,8 @@ def phantom_settings(**overrides) -> PhantomSettings:
 def phantom_cohort_path(*, root: str | Path | None = None, workers: int | None = None, **settings) -> PhantomCohort:
     """Return the cached cohort with these settings, drawing it first if not cached."""
     resolved = phantom_settings(**settings)
-    inputs = [_file_digest(path) for path in ("labels.yaml", "features.yaml", "phantom.yaml")]
     folder = Path(root) if root is not None else cache_dir() / "phantom"
-    target = folder / f"{resolved.expressivity}-{resolved.key(*inputs)}"
+    target = folder / f"{resolved.expressivity}-{cache_key(resolved)}"
     if not (target / "annotations.jsonl").is_file():
         staging = folder / f".{target.name}.{os.getpid()}"
         make_phantom_cohort(staging, settings=resolved, workers=workers, overwrite=True)
@@ -168,6 +169,18 @@ def phantom_cohort_path(*, root: str | Path | None = None, workers: int | None =
     frame = pd.read_csv(target / "manifest.csv", dtype=str, keep_default_na=False)
     return PhantomCohort(root=target, manifest=target / "manifest.csv", annotations=target / "annotations.jsonl",
                          readme=target / "README.md", photos=len(frame), subjects=frame["subject_id"].nunique())
+
+
+def cache_key(settings: PhantomSettings) -> str:
+    """Return the identity of a cohort drawn with `settings` by this code from these params files.
+
+    The drawing code is part of the key, so a cached cohort is redrawn after any change to how
+    faces are drawn, not only after a change of settings or of GENERATOR_VERSION.
+    """
+    inputs = [_file_digest(path) for path in ("labels.yaml", "features.yaml", "phantom.yaml")]
+    package = Path(__file__).resolve().parent
+    source = hashlib.sha256(b"".join((package / name).read_bytes() for name in _SOURCE_FILES)).hexdigest()[:12]
+    return settings.key(*inputs, source)
 
 
 def _file_digest(name: str) -> str:

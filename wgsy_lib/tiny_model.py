@@ -92,8 +92,11 @@ class TinyModelSettings:
     embedding_std: float = 0.3
 
     def key(self) -> str:
-        # The tokenizer's merges are learnt from params/ text, so an edit there also makes a new model.
-        payload = json.dumps({**asdict(self), "builder": BUILDER_VERSION, "corpus": _corpus_lines()}, sort_keys=True)
+        # The tokenizer's merges are learnt from params/ text, so an edit there also makes a new model,
+        # and so does any change to this builder's code.
+        source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        payload = json.dumps({**asdict(self), "builder": BUILDER_VERSION, "corpus": _corpus_lines(), "source": source},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
