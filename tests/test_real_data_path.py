@@ -29,7 +29,6 @@ from wgsy_lib.convert import ConvertConfig
 from wgsy_lib.evaluation import EvaluateConfig
 from wgsy_lib.grid import expand_cells, load_grid
 from wgsy_lib.paths import params_dir
-from wgsy_lib.runner import run_notebook
 from wgsy_lib.training import TrainConfig
 
 EXAMPLE = params_dir() / "example"
@@ -225,8 +224,10 @@ def real_run(tmp_path_factory, tiny_model_dir):
     with MockOpenAIServer() as server:
         annotate.update(model="mock-vision", base_url=server.base_url, concurrency=4,
                         limit=12)  # a trial run: the rest of the photos get no blind annotation
-        annotate_run = run_notebook("01_annotate", cohort / "annotate" / "01_annotate.ipynb", annotate)
-    assert annotate_run.ok, annotate_run.log_file.read_text(encoding="utf-8")[-3000:]
+        (my_params / "01_annotate.yaml").write_text(yaml.safe_dump(annotate, allow_unicode=True, sort_keys=False),
+                                                    encoding="utf-8")
+        status = wgsy(["annotate", str(my_params / "01_annotate.yaml")])
+    assert status == 0, (cohort / "annotate" / "01_annotate.log").read_text(encoding="utf-8")[-3000:]
 
     # 4. 02_convert with the legacy store listed, as the example's comment describes.
     convert = yaml.safe_load((my_params / "02_convert.yaml").read_text(encoding="utf-8"))

@@ -27,6 +27,7 @@ def register(name: str, module: str, help_text: str, *, add_arguments: str = "ad
 
 register("demo", "wgsy_lib.cli_demo", "run the whole pipeline on the phantom cohort and the tiny model")
 register("labels", "wgsy_lib.cli_labels", "normalise label text through params/labels.yaml")
+register("annotate", "wgsy_lib.cli_annotate", "run 01_annotate headless: HPO-coded feature annotation of a cohort")
 register("convert", "wgsy_lib.cli_convert", "run 02_convert headless: manifest to train/val/test JSONL and data card")
 register("tiny-model", "wgsy_lib.cli_assets", "build the tiny untrained Gemma 3 model used by tests and the demo",
          add_arguments="add_tiny_model_arguments", run="run_tiny_model")

@@ -156,7 +156,7 @@ def run_stage(stage: str, out_dir: Path, executed: Path, *, quick: bool = False,
     Return True when it ran, False when an earlier run with the same parameters was reused (its
     executed notebook and a stamp of its parameters are kept beside each other).
     """
-    from .runner import run_notebook
+    from .runner import error_summary, run_notebook
 
     parameters = demo_parameters(stage, out_dir, quick=quick)
     stamp = executed.with_suffix(".done.json")
@@ -168,7 +168,8 @@ def run_stage(stage: str, out_dir: Path, executed: Path, *, quick: bool = False,
     stamp.unlink(missing_ok=True)
     run = run_notebook(stage, executed, parameters)
     if not run.ok:
-        raise DemoError(f"demo step {stage} failed (exit status {run.returncode}). The executed notebook {run.output} "
+        raise DemoError(f"demo step {stage} failed (exit status {run.returncode}): {error_summary(run.log_file)}. "
+                        f"The executed notebook {run.output} "
                         f"shows the failing cell and {run.log_file} has the full log; fix the cause and rerun "
                         "`wgsy demo` (finished steps are reused).")
     stamp.write_text(wanted, encoding="utf-8")

@@ -44,7 +44,6 @@ LEADERBOARD_FILE = "leaderboard.csv"
 NOTEBOOK_FILE = f"{STAGE}.ipynb"
 PARAMS_FILE = f"{STAGE}.params.yaml"
 # Exception lines in a papermill log ("ConfigError: 03_train: invalid parameter(s) ...").
-_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)):\s*(.*)$")
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,7 @@ def _validate(cell: GridCell) -> str:
 
 def run_cell(cell: GridCell, env: Mapping[str, str] | None = None, timeout_s: float | None = None) -> CellResult:
     """Run one cell through papermill and record its exit status; a failed run is returned, not raised."""
-    from .runner import run_notebook
+    from .runner import error_summary, run_notebook
 
     logger.info("cell %s: starting (%s)", cell.name, ", ".join(f"{k}={v}" for k, v in cell.axis_values.items()))
     started = time.monotonic()
@@ -264,7 +263,7 @@ def run_cell(cell: GridCell, env: Mapping[str, str] | None = None, timeout_s: fl
 
     if returncode == 0 and is_cell_done(cell.run_dir):
         return CellResult(cell.name, "done", 0, seconds, "", str(cell.notebook), str(cell.log_file))
-    error = _error_summary(cell.log_file) if returncode != 0 else "the run exited 0 but adapter or metrics.json is missing"
+    error = error_summary(cell.log_file) if returncode != 0 else "the run exited 0 but adapter or metrics.json is missing"
     return CellResult(cell.name, "failed", returncode, seconds, error, str(cell.notebook), str(cell.log_file))
 
 
@@ -339,18 +338,6 @@ def _run_submitit(cells: list[GridCell], envs: Mapping[str, Mapping[str, str]], 
             results.append(CellResult(cell.name, "failed", None, 0.0, f"submitit job {job.job_id} failed: {error}",
                                       str(cell.notebook), str(cell.log_file)))
     return results
-
-
-def _error_summary(log_file: Path) -> str:
-    """Return the last exception line of a papermill log, or a pointer to the log if none is found."""
-    if not log_file.is_file():
-        return "no log was written"
-    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    for line in reversed(lines):
-        match = _ERROR_LINE.match(line.strip())
-        if match and match.group(1) not in ("PapermillExecutionError",):
-            return f"{match.group(1)}: {match.group(2)}"[:500]
-    return f"see the log {log_file}"
 
 
 def leaderboard_rows(cells: list[GridCell]) -> list[dict[str, Any]]:

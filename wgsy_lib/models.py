@@ -153,7 +153,7 @@ def locate_model(name_or_path: str, *, trust_remote_code: bool = False) -> Model
         if not candidate.is_dir():
             raise ModelError(f"model path {candidate} does not exist (from model_name_or_path={name_or_path!r}); "
                              "relative paths start at the repository root. For the demo, build the tiny model "
-                             "first (python -m wgsy_lib.tiny_model)")
+                             "first with `wgsy tiny-model PATH` (or run `wgsy demo`)")
         if not (candidate / "config.json").is_file():
             raise ModelError(f"model folder {candidate} has no config.json; point model_name_or_path at the folder "
                              "that save_pretrained wrote")

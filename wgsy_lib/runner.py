@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,8 @@ STAGES = ("01_annotate", "02_convert", "03_train", "04_evaluate")
 # Headless runs refresh progress bars at most this often (seconds), so executed notebooks and logs
 # stay readable; tqdm reads TQDM_* environment variables as defaults for every bar.
 HEADLESS_PROGRESS_INTERVAL_S = 30
+# A Python exception line in a papermill log ("wgsy_lib.errors.DataError: manifest ... row 3: ...").
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)):\s*(.*)$")
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,21 @@ def run_notebook(stage: str, output: str | Path, parameters: Mapping[str, Any] |
     if run.ok:
         log_written(output, f"executed {source.name} ({run.seconds:.0f} s)")
     else:
-        logger.error("%s failed (exit status %d); the executed notebook %s shows the failing cell, the log is %s",
-                     source.name, returncode, output, log_file)
+        logger.error("%s failed (exit status %d): %s\nThe executed notebook %s shows the failing cell; the log is %s",
+                     source.name, returncode, error_summary(log_file), output, log_file)
     return run
+
+
+def error_summary(log_file: Path) -> str:
+    """Return the last exception line of a papermill log, or a pointer to the log if none is found."""
+    if not log_file.is_file():
+        return "no log was written"
+    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line.strip())
+        if match and match.group(1) not in ("PapermillExecutionError",):
+            return f"{match.group(1)}: {match.group(2)}"[:500]
+    return f"see the log {log_file}"
 
 
 def _child_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
