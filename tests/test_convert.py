@@ -224,8 +224,10 @@ def test_small_class_error_and_skip(tmp_path):
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     frame = frame[~frame["subject_id"].isin(["c1s2", "c1s3"])]  # Down syndrome: 2 people
     frame.to_csv(manifest, index=False)
-    with pytest.raises(SmallClassError, match="'Down syndrome' has 2"):
+    with pytest.raises(SmallClassError, match="'Down syndrome' has 2") as raised:
         convert(_config(manifest, tmp_path / "out"))
+    assert "joined because their photos are duplicates" in str(raised.value)
+    assert "small_class: skip" in str(raised.value)
     conversion = convert(_config(manifest, tmp_path / "out", small_class="skip", max_skipped_fraction=0.5))
     assert "Down syndrome" not in set(conversion.examples["label"])
     assert set(conversion.problem_table["problem"]) == {"class too small"}

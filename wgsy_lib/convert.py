@@ -53,6 +53,8 @@ SKIPPED = "skipped"
 KEPT_WITHOUT_FEATURES = "kept without features"
 EXCLUDED_BY_MATCHING = "excluded by matching"
 # A duplicate group joining more people than this is more likely a too-loose threshold than real copies.
+# Duplicate pairs with different labels logged one by one; the rest are counted (all are in duplicates.csv).
+MAX_LOGGED_PAIRS = 10
 LARGE_DUPLICATE_GROUP = 5
 PROBLEM_COLUMNS = ["row", "image", "subject_id", "label", "problem", "action", "detail"]
 
@@ -251,9 +253,14 @@ def find_cohort_duplicates(conversion: Conversion) -> Conversion:
     rows["duplicate_group"] = report.group
     conversion.duplicate_pairs = duplicate_pairs_table(rows, report)
     different = conversion.duplicate_pairs[conversion.duplicate_pairs["label_a"] != conversion.duplicate_pairs["label_b"]]
-    for _, pair in different.iterrows():
+    # Every pair is in duplicates.csv; the log shows the first few so a run with many stays readable.
+    for _, pair in different.head(MAX_LOGGED_PAIRS).iterrows():
         logger.warning("duplicate photos with different labels: rows %d (%s, %s) and %d (%s, %s); check the manifest",
                        pair["row_a"], pair["image_a"], pair["label_a"], pair["row_b"], pair["image_b"], pair["label_b"])
+    if len(different) > MAX_LOGGED_PAIRS:
+        logger.warning("%d more duplicate pairs with different labels are listed in duplicates.csv; if they are "
+                       "different photos, lower near_duplicate_threshold (now %d)", len(different) - MAX_LOGGED_PAIRS,
+                       config.near_duplicate_threshold)
     subjects_per_group = [rows.iloc[members]["subject_id"].nunique() for members in report.groups.values()]
     joining = sum(1 for count in subjects_per_group if count > 1)
     largest = max(subjects_per_group, default=0)

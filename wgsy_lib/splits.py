@@ -30,8 +30,10 @@ class SmallClassError(DataError):
         self.needed = needed
         listed = ", ".join(f"{label!r} has {count}" for label, count in sorted(sizes.items()))
         super().__init__(
-            f"too few people to place every class in every {what}: {listed}, and each class needs at least "
-            f"{needed} (one per {what}). Add subjects, use fewer splits or folds, or set small_class: skip "
+            f"too few people to place every class in every {what}: {listed} group(s) of people, and each class "
+            f"needs at least {needed} (one per {what}). A group is one person, or several people joined because "
+            "their photos are duplicates of each other (see duplicates.csv; lower near_duplicate_threshold if "
+            "they are different photos). Add subjects, use fewer splits or folds, or set small_class: skip "
             "to leave such classes out."
         )
 
