@@ -33,24 +33,24 @@ VALIDATION_PROBLEMS_NAME = "validation_problems.csv"
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
-    folders = kinds.add_parser("folders", help="a folder per class, optionally a folder per subject inside")
+    folders = kinds.add_parser("folders", help="a folder per class, optionally a folder per subject inside", description="a folder per class, optionally a folder per subject inside")
     folders.add_argument("root", help="folder holding one folder per class")
     folders.add_argument("--subject-pattern", default=None,
                          help="regular expression with a named group 'subject' that finds the person in a file name, "
                               "for photos directly in a class folder, e.g. '^(?P<subject>[^_]+)_'")
     folders.add_argument("--source", default=None, help="value of the source column (default: the folder's name)")
 
-    utkface = kinds.add_parser("utkface", help="UTKFace photos (age_gender_race_datetime.jpg) as healthy controls")
+    utkface = kinds.add_parser("utkface", help="UTKFace photos (age_gender_race_datetime.jpg) as healthy controls", description="UTKFace photos (age_gender_race_datetime.jpg) as healthy controls")
     utkface.add_argument("root", help="folder holding the UTKFace photos (searched recursively)")
 
-    legacy = kinds.add_parser("legacy", help="an annotation file of the earlier WGSY scripts (JSON list)")
+    legacy = kinds.add_parser("legacy", help="an annotation file of the earlier WGSY scripts (JSON list)", description="an annotation file of the earlier WGSY scripts (JSON list)")
     legacy.add_argument("file", help="the JSON file, e.g. train_ws_features.json")
     legacy.add_argument("--data-root", required=True, help="folder the records' image paths are relative to")
     legacy.add_argument("--annotations-out", default=None,
                         help="annotation store to keep the file's annotations in (default: legacy_annotations.jsonl "
                              "beside --out)")
 
-    merge = kinds.add_parser("merge", help="combine manifests (e.g. clinic folders + UTKFace) under a common data root")
+    merge = kinds.add_parser("merge", help="combine manifests (e.g. clinic folders + UTKFace) under a common data root", description="combine manifests (e.g. clinic folders + UTKFace) under a common data root")
     merge.add_argument("manifests", nargs="+", help="manifest CSV files, each with its cohort.json")
 
     for sub in (folders, utkface, legacy, merge):
