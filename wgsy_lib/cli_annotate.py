@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .annotate import AnnotateConfig
-from .paths import resolve_path
-from .runner import run_notebook
+from .runner import run_stage_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +15,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = AnnotateConfig.from_yaml(args.params)  # fail here, before starting a kernel, on a bad parameter
-    output = resolve_path(args.output) if args.output else config.path("output_dir") / "01_annotate.ipynb"
-    result = run_notebook("01_annotate", output, config.to_dict())
-    return 0 if result.ok else 1
+    return 0 if run_stage_file("01_annotate", AnnotateConfig, args.params, args.output).ok else 1

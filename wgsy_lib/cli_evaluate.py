@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .evaluation import EvaluateConfig
-from .paths import resolve_path
 from .report import export_html
-from .runner import run_notebook
+from .runner import run_stage_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = EvaluateConfig.from_yaml(args.params)  # fail here, before starting a kernel, on a bad parameter
-    output = resolve_path(args.output) if args.output else config.path("output_dir") / "04_evaluate.ipynb"
-    result = run_notebook("04_evaluate", output, config.to_dict())
+    result = run_stage_file("04_evaluate", EvaluateConfig, args.params, args.output)
     if not result.ok:
         return 1
     # Photos are never included from here; `wgsy report --include-photos` exists for internal reports.
-    export_html(output, exclude_code=not args.with_code)
+    export_html(result.output, exclude_code=not args.with_code)
     return 0

@@ -22,7 +22,7 @@ import yaml
 from .errors import ConfigError
 from .log import log_written
 from .notebook import HEADLESS_ENV
-from .paths import notebooks_dir, repo_root
+from .paths import notebooks_dir, repo_root, resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ def run_notebook(stage: str, output: str | Path, parameters: Mapping[str, Any] |
         logger.error("%s failed (exit status %d): %s\nThe executed notebook %s shows the failing cell; the log is %s",
                      source.name, returncode, error_summary(log_file), output, log_file)
     return run
+
+
+def run_stage_file(stage: str, config_class: type, params_file: str | Path,
+                   output: str | Path | None = None) -> NotebookRun:
+    """Validate a stage's parameter file, then run the stage notebook with it (the `wgsy STAGE` commands).
+
+    A bad parameter fails here, before a kernel starts. The executed notebook goes to `output`,
+    or to `<stage>.ipynb` in the parameters' output_dir.
+    """
+    config = config_class.from_yaml(params_file)
+    target = resolve_path(output) if output else config.path("output_dir") / f"{stage}.ipynb"
+    return run_notebook(stage, target, config.to_dict())
 
 
 def error_summary(log_file: Path) -> str:
