@@ -7,7 +7,6 @@ and whether the argmax tokens and the generated tokens are identical.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 
 from .errors import DataError
 from .images import load_image
+from .jsonl import iter_json_lines
 from .paths import resolve_path
 
 logger = logging.getLogger(__name__)
@@ -74,23 +74,17 @@ def load_check_examples(source: str | Path | list[PromptExample] | None, *, limi
     if not path.is_file():
         raise DataError(f"check examples file {path} not found; pass a JSONL file written by 02_convert (e.g. val.jsonl)")
     examples = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if len(examples) == limit:
-                break
-            if line.strip():
-                examples.append(_example_from_row(path, line_number, line))
+    for line_number, row in iter_json_lines(path):
+        if len(examples) == limit:
+            break
+        examples.append(_example_from_row(path, line_number, row))
     if not examples:
         raise DataError(f"check examples file {path} contains no examples")
     return examples
 
 
-def _example_from_row(path: Path, line_number: int, line: str) -> PromptExample:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path} line {line_number} is not valid JSON ({error})") from None
-    messages = row.get("messages") if isinstance(row, dict) else None
+def _example_from_row(path: Path, line_number: int, row: dict[str, Any]) -> PromptExample:
+    messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{path} line {line_number} has no 'messages' list; expected the training JSONL format of 02_convert")
     # Drop the assistant turn, because the check compares what each model predicts after the prompt.

@@ -21,7 +21,6 @@ batch size and retries.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 from .answers import ANSWER_FORMATS, scoring_classes, scoring_token_ids
 from .errors import DataError, ImageError, ModelError
 from .images import load_image
+from .jsonl import iter_json_lines
 from .labels import LabelSet
 
 logger = logging.getLogger(__name__)
@@ -118,13 +118,10 @@ def read_eval_file(path: str | Path, labels: LabelSet, *, max_examples: int = 0)
     if not path.is_file():
         raise DataError(f"evaluation file {path} not found; point test_files/val_file at the JSONL files 02_convert wrote")
     examples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            examples.append(_parse_line(text, number, path, labels))
-            if max_examples and len(examples) >= max_examples:
-                break
+    for number, record in iter_json_lines(path):
+        examples.append(_parse_record(record, number, path, labels))
+        if max_examples and len(examples) >= max_examples:
+            break
     if not examples:
         raise DataError(f"evaluation file {path} has no examples")
     formats = sorted({example.answer_format for example in examples})
@@ -133,14 +130,8 @@ def read_eval_file(path: str | Path, labels: LabelSet, *, max_examples: int = 0)
     return examples
 
 
-def _parse_line(text: str, number: int, path: Path, labels: LabelSet) -> EvalExample:
+def _parse_record(record: dict[str, Any], number: int, path: Path, labels: LabelSet) -> EvalExample:
     where = f"{path}, line {number}"
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{where} is not valid JSON ({error}); regenerate the file with 02_convert") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' is missing or empty; expected the conversation 02_convert writes")

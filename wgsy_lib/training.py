@@ -29,6 +29,7 @@ from .answers import scoring_classes
 from .collate import AnswerOnlyCollator
 from .config import StageConfig
 from .errors import ConfigError, DataError, ModelError
+from .jsonl import iter_json_lines
 from .labels import LabelSet, load_labels
 from .log import log_written
 from .memory import check_memory_before_loading, lora_pattern
@@ -237,17 +238,10 @@ def read_jsonl_split(path: Path, split: str) -> list[dict[str, Any]]:
         raise DataError(f"{split} split {path} not found; 02_convert writes train.jsonl and val.jsonl into data_dir")
     rows = []
     missing = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path} line {line_number} is not valid JSON: {error}") from None
-            _check_row(row, path, line_number)
-            missing.extend((line_number, image) for image in row["images"] if not Path(image).is_file())
-            rows.append(row)
+    for line_number, row in iter_json_lines(path):
+        _check_row(row, path, line_number)
+        missing.extend((line_number, image) for image in row["images"] if not Path(image).is_file())
+        rows.append(row)
     if not rows:
         raise DataError(f"{split} split {path} has no examples; check the split fractions and filters in 02_convert")
     if missing:
