@@ -27,27 +27,33 @@ def test_cohort_has_every_drawable_class_and_says_it_is_synthetic(phantom_cohort
     frame = read_manifest(phantom_cohort.manifest)
     drawable = {c.name for c in labels.classes if c.phenotype}
     assert set(frame["label"]) == drawable
-    assert set(frame["source"]) == {"phantom"} and set(frame["synthetic"]) == {"true"}
+    assert set(frame["source"]) == {"phantom"}
+    assert set(frame["synthetic"]) == {"true"}
     assert frame.groupby("subject_id").size().max() >= 2
-    assert set(frame["sex"]) <= {"female", "male"} and frame["age"].notna().all()
+    assert set(frame["sex"]) <= {"female", "male"}
+    assert frame["age"].notna().all()
     assert "SYNTHETIC" in phantom_cohort.readme.read_text()
     card = json.loads((phantom_cohort.manifest.parent / "cohort.json").read_text())
-    assert card["synthetic"] is True and data_root_for(phantom_cohort.manifest) == phantom_cohort.root.resolve()
+    assert card["synthetic"] is True
+    assert data_root_for(phantom_cohort.manifest) == phantom_cohort.root.resolve()
 
 
 def test_photos_load_upright_rgb(phantom_cohort):
     frame = read_manifest(phantom_cohort.manifest)
     loaded = load_image(phantom_cohort.root / frame["image"].iloc[0]).image
-    assert loaded.mode == "RGB" and loaded.size == (192, 192)
+    assert loaded.mode == "RGB"
+    assert loaded.size == (192, 192)
 
 
 def test_planted_duplicates_are_flagged_and_really_duplicates(phantom_cohort):
     frame = read_manifest(phantom_cohort.manifest)
     planted = frame[frame["planted_duplicate_of"] != ""]
-    assert len(planted) >= 2 and set(planted["duplicate_kind"]) <= {"exact", "resized", "reencoded"}
+    assert len(planted) >= 2
+    assert set(planted["duplicate_kind"]) <= {"exact", "resized", "reencoded"}
     for row in planted.itertuples():
         original = frame[frame["image"] == row.planted_duplicate_of].iloc[0]
-        assert row.subject_id != original.subject_id and row.label == original.label
+        assert row.subject_id != original.subject_id
+        assert row.label == original.label
         copy, source = (np.asarray(load_image(phantom_cohort.root / path).image.resize((64, 64)), dtype=float)
                         for path in (row.image, original.image))
         assert np.abs(copy - source).mean() < 6

@@ -49,7 +49,8 @@ def test_batch_of_two_image_sizes_generates_and_stops_on_end_of_turn(loaded):
     assert set(batch) >= {"input_ids", "attention_mask", "pixel_values", "token_type_ids"}
     assert batch["token_type_ids"].shape == batch["input_ids"].shape
     output = model.generate(**batch, max_new_tokens=4, do_sample=False)
-    assert output.shape[0] == 2 and output.shape[1] <= batch["input_ids"].shape[1] + 4
+    assert output.shape[0] == 2
+    assert output.shape[1] <= batch["input_ids"].shape[1] + 4
     end_of_turn = processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
     assert end_of_turn in model.generation_config.eos_token_id
     assert processor.tokenizer.padding_side == "left"
@@ -100,7 +101,8 @@ def test_cache_reuses_the_built_model(tmp_path):
 def test_medgemma_geometry_has_896_pixels_and_256_image_tokens(tmp_path):
     path = build_tiny_model(tmp_path / "m", geometry="medgemma")
     model, processor = load_tiny_model(path)
-    assert processor.image_seq_length == 256 and model.config.mm_tokens_per_image == 256
+    assert processor.image_seq_length == 256
+    assert model.config.mm_tokens_per_image == 256
     batch = _batch(processor, [Image.new("RGB", (300, 200), "white")])
     assert tuple(batch["pixel_values"].shape[-2:]) == (896, 896)
     assert int((batch["input_ids"] == processor.tokenizer.image_token_id).sum()) == 256

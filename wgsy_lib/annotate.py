@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import pandas as pd
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
@@ -176,15 +177,21 @@ class AnnotationRun:
         return sum(self.counts.values())
 
 
-def plan_annotation(config: AnnotateConfig) -> AnnotationPlan:
-    """Read the manifest, hash every photo and list those without a final record in the store."""
-    features = load_features(config.features_file)
-    version = prompt_version(config.prompt_template, features)
+def read_cohort(config: AnnotateConfig) -> tuple[Path, pd.DataFrame, Path]:
+    """Return the manifest path, its rows (only the configured splits) and the data root of a run."""
     manifest_path = resolve_path(config.manifest)
     frame = read_manifest(manifest_path)
     root = data_root_for(manifest_path, config.data_root or None)
     if config.splits:
         frame = frame[frame["split"].isin(config.splits)]
+    return manifest_path, frame, root
+
+
+def plan_annotation(config: AnnotateConfig) -> AnnotationPlan:
+    """Read the manifest, hash every photo and list those without a final record in the store."""
+    features = load_features(config.features_file)
+    version = prompt_version(config.prompt_template, features)
+    manifest_path, frame, root = read_cohort(config)
     if config.mode == "label_conditioned":
         _check_labels_present(frame, manifest_path)
 

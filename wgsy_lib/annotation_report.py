@@ -17,9 +17,7 @@ from .annotation_store import AnnotationStore, annotation_key
 from .features import TYPICAL, UNJUDGED_VALUES, FeatureSchema, load_features
 from .images import file_sha256
 from .log import log_written
-from .manifest import data_root_for, read_manifest
 from .notebook import is_headless
-from .paths import resolve_path
 from .plots import PHOTO_KIND, PLOT_KIND, show_figure
 from .prompts import prompt_version
 
@@ -33,11 +31,9 @@ def annotation_table(config: Any) -> pd.DataFrame:
     """Return one row per manifest photo with its latest record of this configuration (status `missing` if none)."""
     features = load_features(config.features_file)
     version = prompt_version(config.prompt_template, features)
-    manifest_path = resolve_path(config.manifest)
-    frame = read_manifest(manifest_path)
-    root = data_root_for(manifest_path, config.data_root or None)
-    if config.splits:
-        frame = frame[frame["split"].isin(config.splits)]
+    from .annotate import read_cohort
+
+    _manifest_path, frame, root = read_cohort(config)
     latest = AnnotationStore(config.store_path).latest()
 
     rows = []

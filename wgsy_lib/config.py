@@ -67,15 +67,7 @@ class StageConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StageConfig":
         """Read parameters from a YAML file (the same files `papermill -f` takes) and validate them."""
-        resolved = resolve_path(path)
-        if not resolved.is_file():
-            raise ConfigError(f"parameter file {resolved} not found; check the path (relative paths start at the repository root)")
-        try:
-            values = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"parameter file {resolved} is not valid YAML: {error}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"parameter file {resolved} must contain a mapping of parameter names to values, not {type(values).__name__}")
+        resolved, values = read_yaml_mapping(path, "parameter file", expected="a mapping of parameter names to values")
         return cls.from_mapping(values, source=str(resolved))
 
     @classmethod
@@ -104,6 +96,24 @@ class StageConfig(BaseModel):
         if value in (None, ""):
             return None
         return resolve_path(value)
+
+
+def read_yaml_mapping(path: str | Path, what: str, *, expected: str) -> tuple[Path, dict[str, Any]]:
+    """Read a YAML file that must contain a mapping; return its resolved path and the mapping.
+
+    `what` names the file in messages ("parameter file", "grid file"), and `expected` says what the
+    mapping should contain.
+    """
+    resolved = resolve_path(path)
+    if not resolved.is_file():
+        raise ConfigError(f"{what} {resolved} not found; check the path (relative paths start at the repository root)")
+    try:
+        values = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {resolved} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} {resolved} must contain {expected}, not {type(values).__name__}")
+    return resolved, values
 
 
 def _expects_list_or_dict(annotation: Any) -> bool:

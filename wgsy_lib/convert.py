@@ -563,8 +563,7 @@ def _write_folds(conversion: Conversion, output: Path) -> list[Path]:
         folder = output / f"fold_{fold}"
         folder.mkdir(parents=True, exist_ok=True)
         fold_examples = examples.copy()
-        fold_examples["split"] = ["test" if value < 0 else ("val" if value == fold else "train")
-                                  for value in fold_examples["fold"]]
+        fold_examples["split"] = [_fold_split(value, fold) for value in fold_examples["fold"]]
         for split in ("train", "val", "test"):
             selected = fold_examples[fold_examples["split"] == split]
             if split == "test" and selected.empty:
@@ -586,6 +585,15 @@ def build_conversion_card(conversion: Conversion, examples: pd.DataFrame) -> dic
                            duplicates=conversion.duplicate_summary, problems=conversion.problem_table,
                            matching=conversion.matching.strata if conversion.matching else None,
                            parameters=config.to_dict(), folds=folds)
+
+
+def _fold_split(example_fold: int, fold: int) -> str:
+    # Examples of the shared test set carry fold -1; within a fold, its own examples validate.
+    if example_fold < 0:
+        return "test"
+    if example_fold == fold:
+        return "val"
+    return "train"
 
 
 def write_jsonl(examples: pd.DataFrame, path: Path, what: str) -> Path:

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .config import read_yaml_mapping
 from .errors import ConfigError, WgsyError
 from .log import log_written
 from .paths import resolve_path
@@ -90,15 +91,7 @@ class CellResult:
 
 def load_grid(path: str | Path) -> GridSpec:
     """Read and check a grid file; raise ConfigError naming the key at fault."""
-    resolved = resolve_path(path)
-    if not resolved.is_file():
-        raise ConfigError(f"grid file {resolved} not found; relative paths start at the repository root")
-    try:
-        data = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"grid file {resolved} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"grid file {resolved} must contain a mapping with keys {', '.join(GRID_KEYS)}")
+    resolved, data = read_yaml_mapping(path, "grid file", expected=f"a mapping with keys {', '.join(GRID_KEYS)}")
     unknown = sorted(set(data) - set(GRID_KEYS))
     if unknown:
         raise ConfigError(f"grid file {resolved}: unknown key(s) {unknown}; the keys are {', '.join(GRID_KEYS)}")

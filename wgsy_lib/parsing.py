@@ -53,7 +53,7 @@ _MAX_PLAIN_ANSWER_CHARS = 200
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """What was read from one generated text."""
+    """The diagnosis read from one generated text, with its status and reason."""
 
     status: str
     label: str
